@@ -1,0 +1,662 @@
+/**
+ * One upgraded connection at run time: the user's handle (`WebSocket`) and the
+ * driver that carries out what `Connection.step` decides.
+ *
+ * The driver owns everything effectful about one connection and decides
+ * nothing about the protocol:
+ * - reads: every chunk the socket delivers goes through one `Connection.step`,
+ *   and the actions of that step are carried out before the next chunk;
+ * - writes: outgoing frames are gathered and written once per turn of the
+ *   event loop (one `write`, or one corked `writev` for large batches), never
+ *   one system call per frame;
+ * - timers: the close timer, keepalive pings, the idle timeout and the
+ *   maximum lifetime;
+ * - backpressure both ways: `send` suspends above the high-water mark, and
+ *   the socket stops being read while the handler has not taken its messages
+ *   or while the peer is not reading ours;
+ * - permessage-deflate, when negotiated: inflating and deflating in order,
+ *   off the event loop (see `PerMessageDeflate`).
+ *
+ * The hot path (`onData`, `write`, `flush`) runs in socket callbacks, outside
+ * any fiber: an Effect is allocated per batch of messages handed to the
+ * handler, never per frame.
+ *
+ * @since 0.1.0
+ */
+import type { NonEmptyReadonlyArray } from "effect/Array"
+import type * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { Buffer } from "node:buffer"
+import type * as Net from "node:net"
+import * as Connection from "./Connection.ts"
+import { BufferOverflow, ConnectionClosed, WebSocketError } from "./Errors.ts"
+import * as Frame from "./Frame.ts"
+import type * as PerMessageDeflate from "./PerMessageDeflate.ts"
+import { isUtf8 } from "node:buffer"
+import { done as causeDone } from "effect/Cause"
+
+/**
+ * A message: text as a string, binary as bytes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Message = string | Uint8Array
+
+/**
+ * How a connection ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CloseOutcome {
+  /** The close code (1006 when no Close frame was received). */
+  readonly code: number
+  readonly reason: string
+  /** True when the closing handshake completed both ways. */
+  readonly clean: boolean
+  /** Who sent the first Close frame (or dropped the connection). */
+  readonly initiator: "local" | "remote"
+}
+
+/**
+ * The upgrade request, as the handler sees it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Request {
+  readonly method: string
+  /** The raw request target, e.g. `/ws?room=1`. */
+  readonly target: string
+  readonly path: string
+  readonly query: URLSearchParams
+  /** Lower-cased header names; repeated headers joined with ", ". */
+  readonly headers: ReadonlyMap<string, string>
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+}
+
+/**
+ * What to do when a connection's outbound buffer passes `maxBufferedAmount`.
+ * - `"wait"`: `send` suspends until the buffer drains below the high-water mark.
+ * - `"drop"`: the message is discarded and counted in `droppedMessages`.
+ * - `"close"`: the connection is closed with 1008 and `send` fails with `BufferOverflow`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OverflowPolicy = "wait" | "drop" | "close"
+
+/**
+ * The connection handed to a route's handler.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WebSocket {
+  /** A process-unique number, used in logs. */
+  readonly id: number
+  readonly request: Request
+  /** The subprotocol chosen in the handshake, if any. */
+  readonly protocol: string | undefined
+  /** The negotiated Sec-WebSocket-Extensions response value, if any. */
+  readonly extensions: string | undefined
+  /**
+   * The incoming messages, in order, in batches as they arrived. It ends when
+   * the connection closes. Consume it once: it is a view of one inbox.
+   * While it is not consumed, the socket is not read (TCP pushes back).
+   */
+  readonly messages: Stream.Stream<Message>
+  /** Sends one message. Suspends while the outbound buffer is above the high-water mark. */
+  readonly send: (message: Message) => Effect.Effect<void, WebSocketError>
+  /** Sends several messages, written together. */
+  readonly sendAll: (messages: ReadonlyArray<Message>) => Effect.Effect<void, WebSocketError>
+  /** Starts the closing handshake (default 1000) and waits for its outcome. */
+  readonly close: (code?: number, reason?: string) => Effect.Effect<CloseOutcome>
+  /** Waits until the connection has closed. */
+  readonly closed: Effect.Effect<CloseOutcome>
+  /** Bytes written by the application but not yet handed to the kernel. */
+  readonly bufferedAmount: Effect.Effect<number>
+  /** Messages discarded by the `"drop"` overflow policy. */
+  readonly droppedMessages: Effect.Effect<number>
+}
+
+/**
+ * The limits and timers of one connection, all in bytes or milliseconds
+ * (0 disables a timer).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DriverOptions {
+  readonly maxMessageSize: number
+  readonly closeTimeout: number
+  readonly pingInterval: number
+  readonly idleTimeout: number
+  readonly maxLifetime: number
+  readonly highWaterMark: number
+  readonly maxBufferedAmount: number
+  readonly overflow: OverflowPolicy
+  /** Messages waiting in the inbox above which the socket is no longer read. */
+  readonly inboxHighWaterMark: number
+}
+
+let nextId = 1
+
+const EMPTY = new Uint8Array(0)
+
+/**
+ * Drives one upgraded socket. Created by the server after a successful
+ * handshake; not part of the public API.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export class Driver {
+  readonly id = nextId++
+  readonly outcome = Deferred.makeUnsafe<CloseOutcome>()
+  readonly handle: WebSocket
+  /** The protocol state; replaced by every step. */
+  private state: Connection.State
+  /** Frames waiting for the next flush. */
+  private out: Array<Uint8Array> = []
+  /** Bytes in `out`. */
+  private outBytes = 0
+  private flushScheduled = false
+  /** Messages waiting for the handler. */
+  private inbox: Array<Message> = []
+  /** The handler's suspended pull, if it is waiting for messages. */
+  private waiter: ((effect: Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done>) => void) | undefined = undefined
+  /** True once no more messages will arrive. */
+  private inboxEnded = false
+  /** Why reading is paused: bit 1 = inbox full, bit 2 = peer not reading our writes. */
+  private pausedFor = 0
+  private closeTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  private heartbeat: ReturnType<typeof setTimeout> | undefined = undefined
+  private lifetimeTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** Time of the last bytes received (Date.now()), for the idle timeout. */
+  private lastReceived = Date.now()
+  /** Fibers suspended in `send`, waiting for the buffer to drain. */
+  private drainWaiters: Array<() => void> = []
+  private dropped = 0
+  private transportClosing = false
+  private finalOutcome: CloseOutcome | undefined = undefined
+  /** Serialises inflate and deflate work when compression is on. */
+  private inflateChain: Promise<void> = Promise.resolve()
+  private deflateChain: Promise<void> = Promise.resolve()
+
+  readonly socket: Net.Socket
+  readonly options: DriverOptions
+  readonly codec: PerMessageDeflate.Codec | undefined
+  /** Messages below this many bytes go out uncompressed. */
+  readonly deflateThreshold: number
+  /** Runs an effect detached (compression work); provided by the server. */
+  readonly runEffect: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
+  /** Called once, when the socket has closed. */
+  readonly onEnd: (driver: Driver) => void
+
+  constructor(
+    socket: Net.Socket,
+    options: DriverOptions,
+    request: Request,
+    protocol: string | undefined,
+    extensions: string | undefined,
+    codec: PerMessageDeflate.Codec | undefined,
+    deflateThreshold: number,
+    runEffect: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>,
+    onEnd: (driver: Driver) => void
+  ) {
+    this.socket = socket
+    this.options = options
+    this.codec = codec
+    this.deflateThreshold = deflateThreshold
+    this.runEffect = runEffect
+    this.onEnd = onEnd
+    this.state = Connection.initial({ maxMessageSize: options.maxMessageSize, compression: codec !== undefined })
+    const pull: Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done> = Effect.callback((resume) => {
+      if (this.inbox.length > 0) {
+        resume(Effect.succeed(this.takeInbox()))
+        return
+      }
+      if (this.inboxEnded) {
+        resume(causeDone())
+        return
+      }
+      this.waiter = resume
+      return Effect.sync(() => {
+        if (this.waiter === resume) this.waiter = undefined
+      })
+    })
+    const self = this
+    this.handle = {
+      id: this.id,
+      request,
+      protocol,
+      extensions,
+      messages: Stream.fromPull(Effect.succeed(pull)),
+      send: (message) => Effect.suspend(() => self.send([message])),
+      sendAll: (messages) => Effect.suspend(() => messages.length === 0 ? Effect.void : self.send(messages)),
+      close: (code = Frame.CloseCode.Normal, reason = "") =>
+        Effect.suspend(() => {
+          self.input({ _tag: "Close", code, reason })
+          return Deferred.await(self.outcome)
+        }),
+      closed: Deferred.await(this.outcome),
+      bufferedAmount: Effect.sync(() => self.bufferedAmount()),
+      droppedMessages: Effect.sync(() => self.dropped)
+    }
+  }
+
+  /** Attaches the socket and feeds the bytes that came with the upgrade request. */
+  start(rest: Uint8Array): void {
+    const socket = this.socket
+    socket.on("data", this.onData)
+    socket.on("end", this.onEnd_)
+    socket.on("error", this.onError)
+    socket.on("close", this.onClose)
+    socket.on("drain", this.onDrain)
+    if (this.options.pingInterval > 0 || this.options.idleTimeout > 0) this.armHeartbeat()
+    if (this.options.maxLifetime > 0) {
+      this.lifetimeTimer = setTimeout(() => this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "maximum lifetime reached" }), this.options.maxLifetime)
+      this.lifetimeTimer.unref?.()
+    }
+    if (rest.length > 0) this.onData(rest)
+    if (!this.isFinished()) socket.resume()
+  }
+
+  // ---------------------------------------------------------------------------
+  // reading
+  // ---------------------------------------------------------------------------
+
+  private readonly onData = (chunk: Uint8Array): void => {
+    this.lastReceived = Date.now()
+    this.input({ _tag: "Bytes", chunk })
+    this.afterRead()
+  }
+
+  private readonly onEnd_ = (): void => {
+    this.input({ _tag: "EndOfStream" })
+  }
+
+  private readonly onError = (): void => {
+    // A reset or a write to a peer that went away: the connection is over.
+    // The error is reported through the outcome (1006), never thrown.
+    this.input({ _tag: "EndOfStream" })
+    this.socket.destroy()
+  }
+
+  private readonly onClose = (): void => {
+    this.input({ _tag: "EndOfStream" })
+    this.dispose()
+    this.onEnd(this)
+  }
+
+  private readonly onDrain = (): void => {
+    this.releaseDrainWaiters()
+    if ((this.pausedFor & 2) !== 0 && this.socket.writableLength < this.options.highWaterMark) {
+      this.pausedFor &= ~2
+      if (this.pausedFor === 0 && !this.isFinished()) this.socket.resume()
+    }
+  }
+
+  /** Hands waiting messages over and applies inbound backpressure. */
+  private afterRead(): void {
+    if (this.waiter !== undefined && this.inbox.length > 0) {
+      const resume = this.waiter
+      this.waiter = undefined
+      resume(Effect.succeed(this.takeInbox()))
+    }
+    if (this.inbox.length >= this.options.inboxHighWaterMark && (this.pausedFor & 1) === 0) {
+      this.pausedFor |= 1
+      this.socket.pause()
+    }
+    // RFC 6455 §5.5.2 makes us answer every Ping; a peer that pings without
+    // reading our writes must not grow our memory: stop reading it instead.
+    if (this.socket.writableLength + this.outBytes > this.options.maxBufferedAmount && (this.pausedFor & 2) === 0) {
+      this.pausedFor |= 2
+      this.socket.pause()
+    }
+  }
+
+  /** Only called when the inbox is not empty. */
+  private takeInbox(): NonEmptyReadonlyArray<Message> {
+    const batch = this.inbox as unknown as NonEmptyReadonlyArray<Message>
+    this.inbox = []
+    if ((this.pausedFor & 1) !== 0) {
+      this.pausedFor &= ~1
+      if (this.pausedFor === 0 && !this.isFinished()) this.socket.resume()
+    }
+    return batch
+  }
+
+  private endInbox(): void {
+    this.inboxEnded = true
+    if (this.waiter !== undefined && this.inbox.length === 0) {
+      const resume = this.waiter
+      this.waiter = undefined
+      resume(causeDone())
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // the protocol step and its actions
+  // ---------------------------------------------------------------------------
+
+  /** Runs one input through `Connection.step` and carries out its actions. */
+  input(input: Connection.Input): void {
+    if (this.state._tag === "Closed") return
+    const result = Connection.step(this.state, input)
+    this.state = result.state
+    const actions = result.actions
+    for (let i = 0; i < actions.length; i++) {
+      const action = actions[i]!
+      switch (action._tag) {
+        case "Write": {
+          const chunks = action.chunks
+          for (let j = 0; j < chunks.length; j++) this.write(chunks[j]!)
+          break
+        }
+        case "Deliver": {
+          if (this.codec === undefined) this.inbox.push(action.data)
+          else this.deliverInOrder(Promise.resolve(action.data))
+          break
+        }
+        case "DeliverCompressed": {
+          this.deliverCompressed(action.text, action.data)
+          break
+        }
+        case "ArmCloseTimer": {
+          this.clearCloseTimer()
+          this.closeTimer = setTimeout(() => {
+            this.closeTimer = undefined
+            this.input({ _tag: "CloseTimeout" })
+          }, this.options.closeTimeout)
+          break
+        }
+        case "CancelCloseTimer": {
+          this.clearCloseTimer()
+          break
+        }
+        case "CloseTransport": {
+          this.closeTransport()
+          break
+        }
+        case "Closed": {
+          this.finish({ code: action.code, reason: action.reason, clean: action.clean, initiator: action.initiator })
+          break
+        }
+        default: {
+          const _exhaustive: never = action
+          return _exhaustive
+        }
+      }
+    }
+  }
+
+  private finish(outcome: CloseOutcome): void {
+    if (this.finalOutcome !== undefined) return
+    this.finalOutcome = outcome
+    this.clearTimers()
+    // Messages still inflating are delivered before the stream ends.
+    if (this.codec === undefined) this.endInbox()
+    else this.inflateChain = this.inflateChain.then(() => this.endInbox())
+    this.releaseDrainWaiters()
+    Deferred.doneUnsafe(this.outcome, Effect.succeed(outcome))
+  }
+
+  private isFinished(): boolean {
+    return this.transportClosing || this.state._tag === "Closed"
+  }
+
+  // ---------------------------------------------------------------------------
+  // writing
+  // ---------------------------------------------------------------------------
+
+  private write(chunk: Uint8Array): void {
+    if (chunk.length === 0) return
+    this.out.push(chunk)
+    this.outBytes += chunk.length
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(this.flush)
+    }
+  }
+
+  /** Hands everything gathered since the last flush to the socket at once. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    const out = this.out
+    const n = out.length
+    if (n === 0) return
+    const total = this.outBytes
+    this.out = []
+    this.outBytes = 0
+    const socket = this.socket
+    if (socket.destroyed || socket.writableEnded) return
+    if (n === 1) {
+      socket.write(out[0]!)
+    } else if (total <= 65536) {
+      // Small frames: one copy into one buffer is cheaper than a writev of many iovecs.
+      const buffer = Buffer.allocUnsafe(total)
+      let offset = 0 // where the next chunk goes in `buffer`
+      for (let i = 0; i < n; i++) {
+        buffer.set(out[i]!, offset)
+        offset += out[i]!.length
+      }
+      socket.write(buffer)
+    } else {
+      socket.cork()
+      for (let i = 0; i < n; i++) socket.write(out[i]!)
+      socket.uncork()
+    }
+  }
+
+  bufferedAmount(): number {
+    return this.outBytes + this.socket.writableLength
+  }
+
+  private send(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
+    const state = this.state
+    if (state._tag !== "Open") {
+      const outcome = this.finalOutcome
+      return Effect.fail(
+        new WebSocketError({
+          reason: new ConnectionClosed({ code: outcome?.code ?? Frame.CloseCode.NoStatusReceived, reason: outcome?.reason ?? "closing" })
+        })
+      )
+    }
+    const buffered = this.bufferedAmount()
+    if (buffered > this.options.maxBufferedAmount) {
+      switch (this.options.overflow) {
+        case "drop":
+          this.dropped += messages.length
+          return Effect.void
+        case "close": {
+          this.input({ _tag: "Close", code: Frame.CloseCode.PolicyViolation, reason: "outbound buffer overflow" })
+          return Effect.fail(
+            new WebSocketError({ reason: new BufferOverflow({ bufferedAmount: buffered, limit: this.options.maxBufferedAmount }) })
+          )
+        }
+        case "wait":
+          return Effect.andThen(this.awaitDrain(), Effect.suspend(() => this.send(messages)))
+      }
+    }
+    if (this.codec !== undefined) return this.sendCompressed(messages)
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!
+      if (typeof message === "string") {
+        this.input({ _tag: "Send", payload: Buffer.from(message, "utf8"), text: true, compressed: false })
+      } else {
+        this.input({ _tag: "Send", payload: message, text: false, compressed: false })
+      }
+    }
+    return this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
+  }
+
+  /**
+   * Deflates in order (context takeover makes the order of the compressed
+   * stream the order of the messages), and steps each message as soon as it
+   * is deflated, inside the same chain, so that no later message overtakes.
+   */
+  private sendCompressed(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
+    const codec = this.codec!
+    const threshold = this.deflateThreshold
+    const chained = this.deflateChain.then(async () => {
+      for (let i = 0; i < messages.length; i++) {
+        const message = messages[i]!
+        const text = typeof message === "string"
+        const payload = text ? Buffer.from(message, "utf8") : message
+        if (payload.length < threshold) {
+          this.input({ _tag: "Send", payload, text, compressed: false })
+        } else {
+          const deflated = await this.runEffect(codec.deflate(payload))
+          this.input({ _tag: "Send", payload: deflated, text, compressed: true })
+        }
+      }
+    })
+    this.deflateChain = chained.catch(() => {})
+    return Effect.andThen(
+      Effect.promise(() => chained),
+      Effect.suspend(() => (this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void))
+    )
+  }
+
+  private awaitDrain(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      if (this.isFinished() || this.bufferedAmount() <= this.options.highWaterMark) {
+        resume(Effect.void)
+        return
+      }
+      const waiter = () => resume(Effect.void)
+      this.drainWaiters.push(waiter)
+      return Effect.sync(() => {
+        const i = this.drainWaiters.indexOf(waiter)
+        if (i >= 0) this.drainWaiters.splice(i, 1)
+      })
+    })
+  }
+
+  private releaseDrainWaiters(): void {
+    if (this.drainWaiters.length === 0) return
+    if (!this.isFinished() && this.bufferedAmount() > this.options.highWaterMark) return
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (let i = 0; i < waiters.length; i++) waiters[i]!()
+  }
+
+  // ---------------------------------------------------------------------------
+  // compression
+  // ---------------------------------------------------------------------------
+
+  /** Keeps delivery in arrival order when some messages must be inflated first. */
+  private deliverInOrder(message: Promise<Message | undefined>): void {
+    this.inflateChain = this.inflateChain.then(async () => {
+      const m = await message
+      if (m === undefined) return
+      this.inbox.push(m)
+      this.afterRead()
+    })
+  }
+
+  private deliverCompressed(text: boolean, data: Uint8Array): void {
+    const codec = this.codec
+    if (codec === undefined) return
+    const previous = this.inflateChain
+    // Inflate strictly after the previous message: the context carries over.
+    const inflated = previous.then(() =>
+      this.runEffect(Effect.result(codec.inflate(data, this.options.maxMessageSize))).then((result): Message | undefined => {
+        if (result._tag === "Failure") {
+          this.input({ _tag: "Fail", code: result.failure.code, reason: result.failure.reason })
+          return undefined
+        }
+        const bytes = result.success
+        if (!text) return bytes
+        if (!isUtf8(bytes)) {
+          this.input({ _tag: "Fail", code: Frame.CloseCode.InvalidPayload, reason: "invalid UTF-8 in text message" })
+          return undefined
+        }
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("utf8")
+      })
+    )
+    this.deliverInOrder(inflated)
+  }
+
+  // ---------------------------------------------------------------------------
+  // timers and teardown
+  // ---------------------------------------------------------------------------
+
+  private armHeartbeat(): void {
+    const { pingInterval, idleTimeout } = this.options
+    const period = pingInterval > 0 && idleTimeout > 0 ? Math.min(pingInterval, idleTimeout) : Math.max(pingInterval, idleTimeout)
+    this.heartbeat = setTimeout(this.onHeartbeat, period)
+    this.heartbeat.unref?.()
+  }
+
+  private readonly onHeartbeat = (): void => {
+    this.heartbeat = undefined
+    if (this.state._tag !== "Open") return
+    const { idleTimeout, pingInterval } = this.options
+    if (idleTimeout > 0 && Date.now() - this.lastReceived >= idleTimeout) {
+      this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "idle timeout" })
+      return
+    }
+    if (pingInterval > 0) {
+      const [header, payload] = Frame.encode(Frame.Opcode.Ping, EMPTY)
+      this.write(header)
+      this.write(payload)
+    }
+    this.armHeartbeat()
+  }
+
+  private clearCloseTimer(): void {
+    if (this.closeTimer !== undefined) {
+      clearTimeout(this.closeTimer)
+      this.closeTimer = undefined
+    }
+  }
+
+  private clearTimers(): void {
+    this.clearCloseTimer()
+    if (this.heartbeat !== undefined) clearTimeout(this.heartbeat)
+    if (this.lifetimeTimer !== undefined) clearTimeout(this.lifetimeTimer)
+    this.heartbeat = undefined
+    this.lifetimeTimer = undefined
+  }
+
+  /**
+   * Ends our side of TCP after the pending writes (the server closes first,
+   * RFC 6455 §7.1.1), keeps reading so that the peer's last bytes do not turn
+   * into a reset, and destroys the socket if the peer does not close in time.
+   */
+  private closeTransport(): void {
+    if (this.transportClosing) return
+    this.transportClosing = true
+    this.flush()
+    const socket = this.socket
+    if (this.pausedFor !== 0) {
+      this.pausedFor = 0
+    }
+    socket.off("data", this.onData)
+    socket.on("data", discard)
+    socket.resume()
+    socket.end()
+    const linger = setTimeout(() => socket.destroy(), this.options.closeTimeout)
+    linger.unref?.()
+    socket.once("close", () => clearTimeout(linger))
+  }
+
+  /** Tears everything down; safe to call more than once. */
+  dispose(): void {
+    this.clearTimers()
+    if (!this.socket.destroyed) this.socket.destroy()
+    if (this.finalOutcome === undefined) {
+      this.finish({ code: Frame.CloseCode.Abnormal, reason: "", clean: false, initiator: "local" })
+    }
+    this.releaseDrainWaiters()
+  }
+}
+
+const discard = (): void => {}
