@@ -1,0 +1,616 @@
+/**
+ * permessage-deflate (RFC 7692): the server's negotiation and the per-connection
+ * compression codec.
+ *
+ * ## What this module owns
+ *
+ * - `negotiate`: pure. Walks the client's `Sec-WebSocket-Extensions` offers in
+ *   order of preference and accepts the first permessage-deflate offer the
+ *   server's policy (`Options`) can honour, producing the negotiated parameters
+ *   and the response header value. Offers it cannot honour are *declined*
+ *   (RFC 7692 §7): the connection then proceeds uncompressed.
+ * - `make`: the effectful part. One `Codec` per connection that negotiated the
+ *   extension, owning (at most) one raw-deflate and one raw-inflate zlib context,
+ *   both freed with the connection's scope.
+ *
+ * ## Architecture
+ *
+ * `Frame` and `Connection` stay pure: `Connection.step` hands a complete
+ * compressed message out as `DeliverCompressed { text, data }` (RSV1 was set on
+ * its first frame) and takes an already deflated payload back in
+ * `Send { payload, compressed: true }`. The server's I/O layer sits between the
+ * two and this codec: it inflates (then validates UTF-8 for text), or feeds
+ * `Fail { code }` from an `InflateError`; and it deflates outgoing messages of at
+ * least `threshold` bytes (`shouldCompress`).
+ *
+ * ## Scheduling: no head-of-line blocking
+ *
+ * zlib runs on libuv's thread pool through node:zlib's asynchronous streams,
+ * never on the event loop. node:zlib processes one input chunk in slices of at
+ * most `chunkSize` (16 KiB) of output: each slice is one thread-pool job, and the
+ * next job is queued only when the previous one has come back to the event loop.
+ * A large message (or a decompression bomb) is thus a sequence of small jobs
+ * that interleave with every other connection's jobs and I/O callbacks instead
+ * of one long computation. Within a codec, each direction is serialized by a
+ * one-permit semaphore, so messages are inflated (and deflated) in order and
+ * never share a zlib stream; inflate and deflate of one connection run
+ * concurrently, each with its own context.
+ *
+ * ## Memory
+ *
+ * Contexts are created lazily, on the first message in their direction, so a
+ * connection that negotiated compression but never sends a compressed message
+ * costs nothing but this closure. A deflate context holds
+ * `2^(windowBits+2) + 2^(memLevel+9)` bytes (256 KiB at 15/8) plus zlib's state
+ * (about 6 KiB); an inflate context `2^windowBits` bytes (32 KiB at 15) plus
+ * about 7 KiB. Measured on Node 24 (see the test file and the report):
+ * see `@since` notes below.
+ *
+ * With no context takeover in a direction, the context carries nothing from one
+ * message to the next, so this codec frees it after every message instead of
+ * resetting it: an idle connection then holds no zlib memory at all, at the
+ * price of one `deflateInit2`/`inflateInit2` (an allocation, a few
+ * microseconds) per message. With context takeover the context must live as
+ * long as the connection.
+ *
+ * ## Decompression bombs
+ *
+ * `inflate` counts inflated bytes as node:zlib emits them (16 KiB at a time) and
+ * gives up as soon as the count exceeds `maxSize`: the context is destroyed, no
+ * further thread-pool job is queued, and the caller gets `InflateError` 1009. At
+ * most `maxSize + 16 KiB` of output is ever held, whatever the compression
+ * ratio.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as Zlib from "node:zlib"
+
+// -----------------------------------------------------------------------------
+// Options
+// -----------------------------------------------------------------------------
+
+/**
+ * The server's compression policy.
+ *
+ * - `enabled` (default `true`): negotiate permessage-deflate when a client offers it.
+ * - `serverMaxWindowBits` (8..15, default 15): the largest LZ77 window the server
+ *   compresses with (a client's `server_max_window_bits` can lower it further).
+ *   zlib cannot produce a raw deflate stream with an 8-bit window: for 8 the
+ *   codec runs zlib with 9, whose matches never reach further back than
+ *   `2^9 - 262 = 250` bytes, so the output is valid for a 256-byte window (ws
+ *   and Node itself do the same).
+ * - `clientMaxWindowBits` (8..15, default 15): the largest window the server lets
+ *   the client compress with, i.e. the size of the server's inflate context.
+ *   Below 15, an offer without `client_max_window_bits` is declined, since such a
+ *   client cannot be told to use a smaller window (RFC 7692 §7.1.2.2).
+ * - `serverNoContextTakeover` (default `false`): reset the compressor after each
+ *   message (less memory per connection, worse ratio for similar messages).
+ * - `clientNoContextTakeover` (default `false`): ask the client to do the same.
+ * - `threshold` (bytes, default 1024): messages smaller than this go out
+ *   uncompressed (`shouldCompress`). Below about a kilobyte deflate rarely saves
+ *   more than a few bytes, and every compressed message costs a thread-pool round
+ *   trip; 1024 is also ws's default.
+ * - `level` (0..9, default 1): zlib's fastest level. On chat/JSON traffic it is
+ *   several times faster than the default 6 for output typically only 5-15%
+ *   larger; a server compressing on behalf of thousands of connections is bound
+ *   by CPU and latency long before bandwidth.
+ * - `memLevel` (1..9, default 8): zlib's default; the hash table is
+ *   `2^(memLevel+9)` bytes of each deflate context.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export interface Options {
+  readonly enabled: boolean
+  readonly serverMaxWindowBits: number
+  readonly clientMaxWindowBits: number
+  readonly serverNoContextTakeover: boolean
+  readonly clientNoContextTakeover: boolean
+  readonly threshold: number
+  readonly level: number
+  readonly memLevel: number
+}
+
+/**
+ * @since 0.1.0
+ * @category options
+ */
+export const defaults: Options = {
+  enabled: true,
+  serverMaxWindowBits: 15,
+  clientMaxWindowBits: 15,
+  serverNoContextTakeover: false,
+  clientNoContextTakeover: false,
+  threshold: 1024,
+  level: 1,
+  memLevel: 8
+}
+
+/**
+ * The problems with a policy, empty when it is valid. For the server to check
+ * once, when it is configured, rather than per handshake.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const validate = (options: Options): ReadonlyArray<string> => {
+  const problems: Array<string> = []
+  const range = (name: string, value: number, min: number, max: number) => {
+    if (!Number.isInteger(value) || value < min || value > max) {
+      problems.push(`${name} must be an integer in ${min}..${max}, got ${value}`)
+    }
+  }
+  range("serverMaxWindowBits", options.serverMaxWindowBits, 8, 15)
+  range("clientMaxWindowBits", options.clientMaxWindowBits, 8, 15)
+  range("level", options.level, 0, 9)
+  range("memLevel", options.memLevel, 1, 9)
+  if (!(options.threshold >= 0)) problems.push(`threshold must be >= 0, got ${options.threshold}`)
+  return problems
+}
+
+/**
+ * Whether an outgoing message of `byteLength` bytes should be compressed.
+ *
+ * @since 0.1.0
+ * @category options
+ */
+export const shouldCompress = (options: Options, byteLength: number): boolean => byteLength >= options.threshold
+
+// -----------------------------------------------------------------------------
+// Negotiation (pure)
+// -----------------------------------------------------------------------------
+
+/**
+ * The extension token (RFC 7692 §6), compared case-sensitively as registered.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export const extensionName = "permessage-deflate"
+
+/**
+ * One element of the client's `Sec-WebSocket-Extensions`: a name and its
+ * parameters in order, a parameter's value `undefined` when it had none (quoted
+ * values already unquoted). Structurally `Handshake.ExtensionOffer`.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export interface Offer {
+  readonly name: string
+  readonly params: ReadonlyArray<readonly [string, string | undefined]>
+}
+
+/**
+ * What both ends agreed on. Window bits are the RFC values (8..15) that the
+ * response announced or implied; `make` maps 8 to zlib's 9 for the compressor.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export interface Negotiated {
+  readonly serverNoContextTakeover: boolean
+  readonly clientNoContextTakeover: boolean
+  readonly serverMaxWindowBits: number
+  readonly clientMaxWindowBits: number
+}
+
+/**
+ * - `Accepted`: use the extension; `header` is the `Sec-WebSocket-Extensions`
+ *   response value.
+ * - `Declined`: no acceptable offer (or compression disabled): answer without
+ *   the header and proceed uncompressed.
+ * - `Rejected`: fail the handshake. RFC 7692 never requires a server to fail
+ *   over an offer (§7: it MUST *decline* an offer with unknown, duplicate or
+ *   invalid parameters, or one it does not support, and §5 lets the connection
+ *   proceed without the extension), so `negotiate` never returns it; the variant
+ *   is part of the contract for a policy that would insist on compression.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export type Negotiation =
+  | { readonly _tag: "Accepted"; readonly params: Negotiated; readonly header: string }
+  | { readonly _tag: "Declined" }
+  | { readonly _tag: "Rejected"; readonly reason: string }
+
+const declined: Negotiation = { _tag: "Declined" }
+
+/** The parameters of one offer once validated; `true` = present without a value. */
+interface OfferParams {
+  readonly serverNoContextTakeover: boolean
+  readonly clientNoContextTakeover: boolean
+  readonly serverMaxWindowBits: number | undefined
+  readonly clientMaxWindowBits: number | true | undefined
+}
+
+/** RFC 7692 §7.1.2.1/§7.1.2.2: "a decimal integer value without leading zeroes between 8 to 15, inclusive". */
+const windowBitsValue = /^(?:[89]|1[0-5])$/
+
+/** Validates one offer's parameters, or `undefined` when RFC 7692 §7 says to decline it. */
+const parseOffer = (offer: Offer): OfferParams | undefined => {
+  let serverNoContextTakeover = false
+  let clientNoContextTakeover = false
+  let serverMaxWindowBits: number | undefined
+  let clientMaxWindowBits: number | true | undefined
+  const seen = new Set<string>()
+  for (const [name, value] of offer.params) {
+    // RFC 7692 §7: "multiple extension parameters with the same name" -> decline
+    if (seen.has(name)) return undefined
+    seen.add(name)
+    switch (name) {
+      case "server_no_context_takeover":
+      case "client_no_context_takeover": {
+        // RFC 7692 §7.1.1.1/§7.1.1.2: "This parameter has no value."
+        if (value !== undefined) return undefined
+        if (name === "server_no_context_takeover") serverNoContextTakeover = true
+        else clientNoContextTakeover = true
+        break
+      }
+      case "server_max_window_bits": {
+        // RFC 7692 §7.1.2.1: always has a value in an offer
+        if (value === undefined || !windowBitsValue.test(value)) return undefined
+        serverMaxWindowBits = Number(value)
+        break
+      }
+      case "client_max_window_bits": {
+        // RFC 7692 §7.1.2.2: no value, or a value, in an offer
+        if (value === undefined) clientMaxWindowBits = true
+        else if (windowBitsValue.test(value)) clientMaxWindowBits = Number(value)
+        else return undefined
+        break
+      }
+      default:
+        // RFC 7692 §7: "an extension parameter not defined for use in an offer" -> decline
+        return undefined
+    }
+  }
+  return { serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits, clientMaxWindowBits }
+}
+
+/** The server's answer to one valid offer, or `undefined` if its policy cannot honour it. */
+const acceptOffer = (offer: OfferParams, options: Options): Negotiation | undefined => {
+  const response: Array<string> = [extensionName]
+
+  // RFC 7692 §7.1.1.1: the server accepts a requested server_no_context_takeover
+  // by echoing it, and MAY add it on its own.
+  const serverNoContextTakeover = options.serverNoContextTakeover || offer.serverNoContextTakeover
+  if (serverNoContextTakeover) response.push("server_no_context_takeover")
+
+  // RFC 7692 §7.1.1.2: the server MAY include client_no_context_takeover; a
+  // client offering it promises not to use takeover, and echoing it makes that
+  // binding, so the inflate context can be dropped between messages.
+  const clientNoContextTakeover = options.clientNoContextTakeover || offer.clientNoContextTakeover
+  if (clientNoContextTakeover) response.push("client_no_context_takeover")
+
+  // RFC 7692 §7.1.2.1: accepting an offered server_max_window_bits means
+  // answering with the same or a smaller value; without it in the offer the
+  // server MAY still announce its (smaller) window.
+  const serverMaxWindowBits = Math.min(options.serverMaxWindowBits, offer.serverMaxWindowBits ?? 15)
+  if (offer.serverMaxWindowBits !== undefined || serverMaxWindowBits < 15) {
+    response.push(`server_max_window_bits=${serverMaxWindowBits}`)
+  }
+
+  // RFC 7692 §7.1.2.2: without client_max_window_bits in the offer the response
+  // MUST NOT carry it, and the client may use a 32 KiB window: decline when the
+  // policy wants a smaller one ("the server doesn't support the offered
+  // configuration", §7). With it (with or without a value) the server MAY limit
+  // the client's window to a value <= the offered one.
+  let clientMaxWindowBits: number
+  if (offer.clientMaxWindowBits === undefined) {
+    if (options.clientMaxWindowBits < 15) return undefined
+    clientMaxWindowBits = 15
+  } else {
+    clientMaxWindowBits = offer.clientMaxWindowBits === true
+      ? options.clientMaxWindowBits
+      : Math.min(options.clientMaxWindowBits, offer.clientMaxWindowBits)
+    if (clientMaxWindowBits < 15) response.push(`client_max_window_bits=${clientMaxWindowBits}`)
+  }
+
+  return {
+    _tag: "Accepted",
+    params: { serverNoContextTakeover, clientNoContextTakeover, serverMaxWindowBits, clientMaxWindowBits },
+    header: response.join("; ")
+  }
+}
+
+/**
+ * Chooses the first acceptable permessage-deflate offer (RFC 7692 §5: "the
+ * order of elements is important as it specifies the client's preference").
+ * Other extensions are skipped (the server supports no other). Pure.
+ *
+ * @since 0.1.0
+ * @category negotiation
+ */
+export const negotiate = (offers: ReadonlyArray<Offer>, options: Options): Negotiation => {
+  if (!options.enabled) return declined
+  for (const offer of offers) {
+    if (offer.name !== extensionName) continue
+    const params = parseOffer(offer)
+    if (params === undefined) continue
+    const accepted = acceptOffer(params, options)
+    if (accepted !== undefined) return accepted
+  }
+  return declined
+}
+
+// -----------------------------------------------------------------------------
+// Codec (effectful)
+// -----------------------------------------------------------------------------
+
+/**
+ * An inflate failure, mapped by the server to a Close with `code`:
+ *
+ * - 1009 (Message Too Big): the inflated message exceeds the size limit.
+ * - 1007 (Invalid Payload Data): the payload is not a valid DEFLATE stream.
+ *   The framing was fine (RSV1 on a first frame, extension negotiated), so this
+ *   is not a protocol error (1002) in RFC 6455 §7.4.1's sense; the message's
+ *   data is inconsistent with its declared encoding, exactly like invalid UTF-8
+ *   in a text message. ws makes the same choice.
+ *
+ * `reason` is a short text for the Close frame; it never contains payload bytes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InflateError extends Data.TaggedError("InflateError")<{
+  readonly code: 1007 | 1009
+  readonly reason: string
+}> {}
+
+/**
+ * A connection's compression contexts.
+ *
+ * - `inflate(data, maxSize)`: the payload of a compressed message (all
+ *   fragments, RSV1 on the first); appends `00 00 ff ff` (RFC 7692 §7.2.2) and
+ *   fails with 1009 as soon as more than `maxSize` bytes come out.
+ * - `deflate(data)`: compresses one whole message and strips the trailing
+ *   `00 00 ff ff` (RFC 7692 §7.2.1). The result may be a view into zlib's output
+ *   buffer: write it out, don't keep it for long.
+ * - `close`: frees both contexts (also done by the scope). Operations after
+ *   `close`, or in flight when it runs, are interrupted.
+ *
+ * @since 0.1.0
+ * @category codec
+ */
+export interface Codec {
+  readonly inflate: (data: Uint8Array, maxSize: number) => Effect.Effect<Uint8Array, InflateError>
+  readonly deflate: (data: Uint8Array) => Effect.Effect<Uint8Array>
+  readonly close: Effect.Effect<void>
+}
+
+/** RFC 7692 §7.2.1/§7.2.2: the tail of a sync flush, stripped by the sender and appended by the receiver. */
+const TRAILER = new Uint8Array([0x00, 0x00, 0xff, 0xff])
+
+const empty = new Uint8Array(0)
+
+/** Compressed payloads up to this size are copied to append the trailer (one zlib write instead of two). */
+const SMALL_MESSAGE = 16 * 1024
+
+/**
+ * One zlib stream with permanent listeners that forward to the operation in
+ * progress (`sink`), so nothing is (un)registered per message and nothing is
+ * ever emitted to nobody.
+ */
+interface Engine {
+  readonly stream: Zlib.Inflate | Zlib.Deflate
+  sink: Sink | undefined
+}
+
+interface Sink {
+  readonly data: (chunk: Buffer) => void
+  readonly error: (error: Error) => void
+}
+
+const makeEngine = (stream: Zlib.Inflate | Zlib.Deflate): Engine => {
+  const engine: Engine = { stream, sink: undefined }
+  stream.on("data", (chunk: Buffer) => engine.sink?.data(chunk))
+  // Also keeps a late error (e.g. after close) from becoming an uncaught exception.
+  stream.on("error", (error: Error) => engine.sink?.error(error))
+  return engine
+}
+
+const concat = (chunks: ReadonlyArray<Uint8Array>, total: number): Uint8Array => {
+  if (chunks.length === 1) return chunks[0]!
+  if (chunks.length === 0) return empty
+  const out = new Uint8Array(total)
+  let offset = 0 // where the next chunk goes
+  for (const chunk of chunks) {
+    out.set(chunk, offset)
+    offset += chunk.length
+  }
+  return out
+}
+
+const endsWithTrailer = (bytes: Uint8Array): boolean => {
+  const n = bytes.length
+  return n >= 4 && bytes[n - 4] === 0x00 && bytes[n - 3] === 0x00 && bytes[n - 2] === 0xff && bytes[n - 1] === 0xff
+}
+
+/** A zlib error's code (e.g. `Z_DATA_ERROR`) and message, never payload bytes. */
+const describe = (error: Error): string => {
+  const code = "code" in error && typeof error.code === "string" ? error.code : "zlib error"
+  return `invalid compressed data (${code}: ${error.message})`
+}
+
+/**
+ * Creates the codec for a connection that negotiated `params`. No zlib memory is
+ * allocated until the first message; the scope frees whatever was.
+ *
+ * @since 0.1.0
+ * @category codec
+ */
+export const make = (params: Negotiated, options: Options): Effect.Effect<Codec, never, Scope.Scope> =>
+  Effect.acquireRelease(Effect.sync(() => makeUnsafe(params, options)), (codec) => codec.close)
+
+const makeUnsafe = (params: Negotiated, options: Options): Codec => {
+  // zlib's raw deflate cannot do 8 bits (see Options); inflating with 9 is a
+  // superset of 8 and tolerates peers that rounded up the same way.
+  const deflateWindowBits = Math.max(9, params.serverMaxWindowBits)
+  const inflateWindowBits = Math.max(9, params.clientMaxWindowBits)
+  const flush = Zlib.constants.Z_SYNC_FLUSH
+
+  let closed = false // set once by close; every later operation is interrupted
+  let inflater: Engine | undefined // created on the first compressed message received
+  let deflater: Engine | undefined // created on the first compressed message sent
+  let abortInflate: (() => void) | undefined // interrupts the inflate in flight, for close
+  let abortDeflate: (() => void) | undefined // interrupts the deflate in flight, for close
+  const inflateLock = Semaphore.makeUnsafe(1)
+  const deflateLock = Semaphore.makeUnsafe(1)
+
+  const dropInflater = () => {
+    if (inflater !== undefined) {
+      inflater.sink = undefined
+      inflater.stream.close()
+      inflater = undefined
+    }
+  }
+  const dropDeflater = () => {
+    if (deflater !== undefined) {
+      deflater.sink = undefined
+      deflater.stream.close()
+      deflater = undefined
+    }
+  }
+
+  const inflateOnce = (data: Uint8Array, maxSize: number) =>
+    Effect.callback<Uint8Array, InflateError>((resume) => {
+      if (closed) return resume(Effect.interrupt)
+      if (inflater === undefined) {
+        // node:zlib's flush option: every write is inflated with Z_SYNC_FLUSH,
+        // so the write callback fires once all its output has been emitted.
+        inflater = makeEngine(Zlib.createInflateRaw({ windowBits: inflateWindowBits, flush }))
+      }
+      const engine = inflater
+      const consumedBefore = engine.stream.bytesWritten
+      const chunks: Array<Buffer> = []
+      let total = 0 // inflated bytes so far, checked against maxSize
+      let settled = false // resume has been called (or the operation was abandoned)
+      const settle = (effect: Effect.Effect<Uint8Array, InflateError>) => {
+        settled = true
+        engine.sink = undefined
+        abortInflate = undefined
+        resume(effect)
+      }
+      engine.sink = {
+        data: (chunk) => {
+          if (settled) return
+          total += chunk.length
+          if (total > maxSize) {
+            // Decompression bomb guard: stop before holding more than maxSize;
+            // closing the stream queues no further thread-pool job.
+            dropInflater()
+            settle(Effect.fail(new InflateError({ code: 1009, reason: `inflated message exceeds ${maxSize} bytes` })))
+            return
+          }
+          chunks.push(chunk)
+        },
+        error: (error) => {
+          if (settled) return
+          dropInflater()
+          settle(Effect.fail(new InflateError({ code: 1007, reason: describe(error) })))
+        }
+      }
+      abortInflate = () => {
+        if (settled) return
+        dropInflater()
+        settle(Effect.interrupt)
+      }
+      // One write is one thread-pool round trip: for small messages copying the
+      // payload to append the trailer is cheaper than a second write.
+      let input = TRAILER // the last (or only) write
+      if (data.length <= SMALL_MESSAGE) {
+        input = new Uint8Array(data.length + TRAILER.length)
+        input.set(data, 0)
+        input.set(TRAILER, data.length)
+      } else {
+        engine.stream.write(data)
+      }
+      engine.stream.write(input, (error) => {
+        if (settled) return
+        if (error) {
+          dropInflater()
+          return settle(Effect.fail(new InflateError({ code: 1007, reason: describe(error) })))
+        }
+        // zlib stops at a block with BFINAL set and leaves the rest of the input
+        // (at least our trailer) unconsumed: that stream is over, so the next
+        // message needs a fresh context. Without takeover the context is dropped
+        // after every message (see the module header).
+        const consumed = engine.stream.bytesWritten - consumedBefore
+        if (params.clientNoContextTakeover || consumed < data.length + TRAILER.length) dropInflater()
+        settle(Effect.succeed(concat(chunks, total)))
+      })
+      // Interrupted mid-message: the context is in an unknown state, drop it.
+      return Effect.sync(() => abortInflate?.())
+    })
+
+  const deflateOnce = (data: Uint8Array) =>
+    Effect.callback<Uint8Array>((resume) => {
+      if (closed) return resume(Effect.interrupt)
+      if (deflater === undefined) {
+        // One write with Z_SYNC_FLUSH per message: a single thread-pool job
+        // for messages whose output fits in one 16 KiB chunk.
+        deflater = makeEngine(Zlib.createDeflateRaw({
+          windowBits: deflateWindowBits,
+          level: options.level,
+          memLevel: options.memLevel,
+          flush
+        }))
+      }
+      const engine = deflater
+      const chunks: Array<Buffer> = []
+      let total = 0 // deflated bytes so far
+      let settled = false // resume has been called (or the operation was abandoned)
+      const settle = (effect: Effect.Effect<Uint8Array>) => {
+        settled = true
+        engine.sink = undefined
+        abortDeflate = undefined
+        resume(effect)
+      }
+      engine.sink = {
+        data: (chunk) => {
+          chunks.push(chunk)
+          total += chunk.length
+        },
+        error: (error) => {
+          if (settled) return
+          dropDeflater()
+          settle(Effect.die(error))
+        }
+      }
+      abortDeflate = () => {
+        if (settled) return
+        dropDeflater()
+        settle(Effect.interrupt)
+      }
+      engine.stream.write(data, (error) => {
+        if (settled) return
+        if (error) {
+          dropDeflater()
+          return settle(Effect.die(error))
+        }
+        const out = concat(chunks, total)
+        if (params.serverNoContextTakeover) dropDeflater()
+        // RFC 7692 §7.2.1: remove the 4 octets 00 00 ff ff at the tail end.
+        // An empty message leaves the single octet 00 (§7.2.3.6).
+        settle(Effect.succeed(endsWithTrailer(out) ? out.subarray(0, out.length - 4) : out))
+      })
+      return Effect.sync(() => abortDeflate?.())
+    })
+
+  return {
+    inflate: (data, maxSize) => inflateLock.withPermit(inflateOnce(data, maxSize)),
+    deflate: (data) => deflateLock.withPermit(deflateOnce(data)),
+    close: Effect.sync(() => {
+      closed = true
+      abortInflate?.()
+      abortDeflate?.()
+      dropInflater()
+      dropDeflater()
+    })
+  }
+}
