@@ -467,7 +467,7 @@ const data = (progress: Progress, frame: Frame.Frame): Closed | undefined => {
   progress.compressed = false
   progress.fragments = undefined
   progress.size = 0
-  progress.utf8 = Utf8.ACCEPT
+  // `utf8` is ACCEPT again: a text message is only delivered in ACCEPT, others leave it alone.
   return undefined
 }
 
@@ -528,8 +528,16 @@ const concat = (fragments: Fragments | undefined, last: Uint8Array, size: number
   return message
 }
 
-/** Decodes text already validated as UTF-8 (so a non-fatal decode is exact). */
-const decodeText = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("utf8")
+/** Non-fatal (the bytes are validated first) and keeping a leading U+FEFF, which is message content. */
+const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+
+/**
+ * Decodes text already validated as UTF-8, so a non-fatal decode is exact.
+ * Views into a socket's Buffer take Buffer's native slice (the fastest for
+ * short messages); other bytes the TextDecoder.
+ */
+const decodeText = (bytes: Uint8Array): string =>
+  bytes instanceof Buffer ? bytes.toString("utf8") : textDecoder.decode(bytes)
 
 // ---------------------------------------------------------------------------
 // Receiving while closing

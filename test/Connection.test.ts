@@ -292,6 +292,14 @@ describe("Connection messages", () => {
     expect(delivered(actions)).toEqual(["héllo €", Uint8Array.of(1, 2, 3)])
   })
 
+  it("keeps a leading U+FEFF (byte order mark) in text", () => {
+    const { actions } = run([concat([frame(Opcode.Text, "\ufeffa"), frame(Opcode.Text, "\ufeff", { fin: false }), frame(Opcode.Continuation, "b")])])
+    expect(delivered(actions)).toEqual(["\ufeffa", "\ufeffb"])
+    // ... also when the chunk is a Buffer (socket data)
+    const result = Connection.step(Connection.initial(OPTIONS), { _tag: "Bytes", chunk: Buffer.from(frame(Opcode.Text, "\ufeffc")) })
+    expect(delivered(result.actions)).toEqual(["\ufeffc"])
+  })
+
   it("reassembles fragments into one message", () => {
     const { actions, perInput } = run([
       frame(Opcode.Text, "Hel", { fin: false }),
@@ -321,6 +329,15 @@ describe("Connection messages", () => {
     const { actions } = run([frame(Opcode.Text, "a", { fin: false }), frame(Opcode.Text, "b")])
     expect(delivered(actions)).toEqual([])
     expectFailedWith(actions, CloseCode.ProtocolError)
+  })
+
+  it("fragmentation errors are caught at the frame's header, before its payload arrives", () => {
+    const stray = frame(Opcode.Continuation, "payload")
+    expectFailedWith(run([stray.subarray(0, stray.length - 7)]).actions, CloseCode.ProtocolError)
+    const interleaved = frame(Opcode.Text, Uint8Array.of(0xff, 0xff))
+    const { perInput } = run([frame(Opcode.Binary, "a", { fin: false }), interleaved.subarray(0, interleaved.length - 2)])
+    expect(perInput[0]).toEqual([])
+    expectFailedWith(perInput[1], CloseCode.ProtocolError)
   })
 
   it("invalid UTF-8 split across fragments: 1007 at the fragment that makes it impossible", () => {
