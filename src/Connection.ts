@@ -289,28 +289,18 @@ const closedState = (code: number, reason: string, clean: boolean, initiator: "l
 /** A Closed state doubles as the Closed action: same tag and fields. */
 const outcome = (closed: Closed): Action => closed
 
-/** Close reasons must fit a control frame: 125 bytes minus the 2-byte code (§5.5). */
-const MAX_REASON_BYTES = 123
-
 /**
  * The Close frame we send. A code that may not appear in a Close frame
- * (1005, 1006, 1015, out of range: §7.4.1) is sent as an empty Close; a reason
- * longer than 123 bytes is cut at a character boundary.
+ * (1005, 1006, 1015, out of range: §7.4.1) is sent as an empty Close.
+ * `Frame.encodeClose` cuts a long reason at a character boundary to fit the
+ * 125-byte control frame limit (§5.5).
  */
-const writeClose = (code: number, reason: string): Action => {
-  let payload: Uint8Array // the Close frame's payload
-  if (!Frame.isValidCloseCode(code)) {
-    payload = new Uint8Array(0)
-  } else {
-    payload = Frame.encodeClose(code, reason)
-    if (payload.length > 2 + MAX_REASON_BYTES) {
-      let end = 2 + MAX_REASON_BYTES // cut position: back off continuation bytes to a boundary
-      while ((payload[end] & 0xc0) === 0x80) end--
-      payload = payload.subarray(0, end)
-    }
-  }
-  return { _tag: "Write", chunks: Frame.encode(Frame.Opcode.Close, payload) }
-}
+const writeClose = (code: number, reason: string): Action => ({
+  _tag: "Write",
+  chunks: Frame.encode(Frame.Opcode.Close, Frame.isValidCloseCode(code) ? Frame.encodeClose(code, reason) : EMPTY)
+})
+
+const EMPTY = new Uint8Array(0)
 
 /** A violation (or Fail) while open: exactly one Close with its code, then close the transport. */
 const fail = (actions: Array<Action>, code: number, reason: string): Closed => {
