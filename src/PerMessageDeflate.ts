@@ -61,10 +61,10 @@
  * resetting it: an idle connection holds no live zlib memory (node reports
  * none; the ~30 KiB above is RSS the allocator keeps), at the price of creating
  * a stream per message, measured at ~30-50 µs more per message than a reset
- * (a sequential deflate round trip is ~55-85 µs). The
- * extension's no-context-takeover parameters exist to save memory, so the codec
- * takes that side of the trade. With context takeover the contexts live as
- * long as the connection.
+ * (a sequential deflate round trip is ~55-85 µs). The extension's
+ * no-context-takeover parameters exist to save memory, so the codec takes that
+ * side of the trade. With context takeover the contexts live as long as the
+ * connection.
  *
  * ## Decompression bombs
  *
