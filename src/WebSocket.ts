@@ -184,6 +184,19 @@ export class Driver {
   private dropped = 0
   private transportClosing = false
   private finalOutcome: CloseOutcome | undefined = undefined
+  /** True while the handler holds a batch it took and has not come back for more. */
+  private holding = false
+  /**
+   * The closing actions of a step that ended the connection while the handler
+   * still had messages to handle: they wait until it has caught up, so that
+   * its answers to those messages go out before our Close.
+   */
+  private deferred: Array<Connection.Action> | undefined = undefined
+  /** The Open state before the deferred close, used to encode the handler's late answers. */
+  private sendState: Connection.State | undefined = undefined
+  private deferTimer: ReturnType<typeof setTimeout> | undefined = undefined
+  /** Compressed messages received and not yet inflated. */
+  private pendingInflates = 0
   /** Serialises inflate and deflate work when compression is on. */
   private inflateChain: Promise<void> = Promise.resolve()
   private deflateChain: Promise<void> = Promise.resolve()
@@ -217,6 +230,9 @@ export class Driver {
     this.onEnd = onEnd
     this.state = Connection.initial({ maxMessageSize: options.maxMessageSize, compression: codec !== undefined })
     const pull: Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done> = Effect.callback((resume) => {
+      // Coming back for more means the previous batch has been handled.
+      this.holding = false
+      if (this.deferred !== undefined && this.inbox.length === 0 && this.pendingInflates === 0) this.releaseDeferred()
       if (this.inbox.length > 0) {
         resume(Effect.succeed(this.takeInbox()))
         return
@@ -289,6 +305,7 @@ export class Driver {
   }
 
   private readonly onClose = (): void => {
+    this.releaseDeferred()
     this.input({ _tag: "EndOfStream" })
     this.dispose()
     this.onEnd(this)
@@ -325,6 +342,7 @@ export class Driver {
   private takeInbox(): NonEmptyReadonlyArray<Message> {
     const batch = this.inbox as unknown as NonEmptyReadonlyArray<Message>
     this.inbox = []
+    this.holding = true
     if ((this.pausedFor & 1) !== 0) {
       this.pausedFor &= ~1
       if (this.pausedFor === 0 && !this.isFinished()) this.socket.resume()
@@ -347,10 +365,79 @@ export class Driver {
 
   /** Runs one input through `Connection.step` and carries out its actions. */
   input(input: Connection.Input): void {
+    if (this.deferred !== undefined) {
+      // The application closing, or a timeout, ends the wait for the handler.
+      if (input._tag === "Close" || input._tag === "Fail" || input._tag === "CloseTimeout" || input._tag === "EndOfStream") {
+        this.releaseDeferred()
+      }
+      return
+    }
     if (this.state._tag === "Closed") return
-    const result = Connection.step(this.state, input)
+    const before = this.state
+    const result = Connection.step(before, input)
     this.state = result.state
     const actions = result.actions
+    if (input._tag === "Bytes" && before._tag === "Open" && result.state._tag !== "Open" && this.mustWaitForHandler(actions)) {
+      this.deferClose(before, actions)
+      return
+    }
+    this.perform(actions)
+  }
+
+  /** Whether messages are still to be handled when a read ends the connection. */
+  private mustWaitForHandler(actions: ReadonlyArray<Connection.Action>): boolean {
+    if (this.holding || this.inbox.length > 0 || this.pendingInflates > 0) return true
+    for (let i = 0; i < actions.length; i++) {
+      const tag = actions[i]!._tag
+      if (tag === "Deliver" || tag === "DeliverCompressed") return true
+    }
+    return false
+  }
+
+  /**
+   * Delivers the messages of this step now and keeps its other actions (our
+   * Close, the end of the transport) until the handler has caught up: it
+   * comes back for more with nothing left, ends, closes, or `closeTimeout`
+   * passes. RFC 6455 §5.5.1 lets an endpoint delay its Close until its
+   * current message is sent.
+   */
+  private deferClose(before: Connection.State, actions: ReadonlyArray<Connection.Action>): void {
+    const rest: Array<Connection.Action> = []
+    for (let i = 0; i < actions.length; i++) {
+      const action = actions[i]!
+      if (action._tag === "Deliver" || action._tag === "DeliverCompressed") this.perform([action])
+      else rest.push(action)
+    }
+    this.deferred = rest
+    this.sendState = before
+    // Whatever the peer sends now is past its Close or past a violation.
+    this.socket.pause()
+    this.deferTimer = setTimeout(() => this.releaseDeferred(), this.options.closeTimeout)
+    this.deferTimer.unref?.()
+    this.afterRead()
+  }
+
+  private releaseDeferred(): void {
+    const deferred = this.deferred
+    if (deferred === undefined) return
+    this.deferred = undefined
+    this.sendState = undefined
+    if (this.deferTimer !== undefined) clearTimeout(this.deferTimer)
+    this.deferTimer = undefined
+    this.perform(deferred)
+  }
+
+  /** Encodes one message; while a close is deferred, from the state before it. */
+  private sendOne(payload: Uint8Array, text: boolean, compressed: boolean): void {
+    if (this.sendState !== undefined) {
+      this.perform(Connection.step(this.sendState, { _tag: "Send", payload, text, compressed }).actions)
+    } else {
+      this.input({ _tag: "Send", payload, text, compressed })
+    }
+  }
+
+  /** Carries out the actions of one step, in order. */
+  private perform(actions: ReadonlyArray<Connection.Action>): void {
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i]!
       switch (action._tag) {
@@ -459,7 +546,7 @@ export class Driver {
   }
 
   private send(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
-    const state = this.state
+    const state = this.sendState ?? this.state
     if (state._tag !== "Open") {
       const outcome = this.finalOutcome
       return Effect.fail(
@@ -488,9 +575,9 @@ export class Driver {
     for (let i = 0; i < messages.length; i++) {
       const message = messages[i]!
       if (typeof message === "string") {
-        this.input({ _tag: "Send", payload: Buffer.from(message, "utf8"), text: true, compressed: false })
+        this.sendOne(Buffer.from(message, "utf8"), true, false)
       } else {
-        this.input({ _tag: "Send", payload: message, text: false, compressed: false })
+        this.sendOne(message, false, false)
       }
     }
     return this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
@@ -510,10 +597,10 @@ export class Driver {
         const text = typeof message === "string"
         const payload = text ? Buffer.from(message, "utf8") : message
         if (payload.length < threshold) {
-          this.input({ _tag: "Send", payload, text, compressed: false })
+          this.sendOne(payload, text, false)
         } else {
           const deflated = await this.runEffect(codec.deflate(payload))
-          this.input({ _tag: "Send", payload: deflated, text, compressed: true })
+          this.sendOne(deflated, text, true)
         }
       }
     })
@@ -553,10 +640,11 @@ export class Driver {
 
   /** Keeps delivery in arrival order when some messages must be inflated first. */
   private deliverInOrder(message: Promise<Message | undefined>): void {
+    this.pendingInflates++
     this.inflateChain = this.inflateChain.then(async () => {
       const m = await message
-      if (m === undefined) return
-      this.inbox.push(m)
+      this.pendingInflates--
+      if (m !== undefined) this.inbox.push(m)
       this.afterRead()
     })
   }
