@@ -1,0 +1,622 @@
+/**
+ * A raw WebSocket test client over `node:net`, for testing the server the way
+ * Autobahn's fuzzing client does: it writes exactly the bytes a test asks for
+ * (masked frames built with `Frame.encode`, or anything else), chopped into
+ * pieces of any size with delays between them, and reads the server's frames
+ * with `Frame`'s decoder in the client role (so a masked or malformed server
+ * frame is caught).
+ *
+ * Every wait has a timeout, so a test never hangs. `expectClose` checks the
+ * whole closing handshake: the Close frame and its code, our reply, nothing
+ * after the Close, and the server closing TCP first (RFC 6455 §7.1.1) with a
+ * FIN, not a reset.
+ *
+ * @since 0.1.0
+ */
+import { Buffer } from "node:buffer"
+import { randomBytes } from "node:crypto"
+import * as Net from "node:net"
+import * as Frame from "../../src/Frame.ts"
+
+/**
+ * How long any single wait lasts before failing the test.
+ *
+ * @since 0.1.0
+ */
+export const defaultTimeout = 2_000
+
+/**
+ * The server's HTTP response to the upgrade request.
+ *
+ * @since 0.1.0
+ */
+export interface HttpResponse {
+  readonly status: number
+  readonly statusText: string
+  /** Lower-cased names; repeated headers joined with ", ". */
+  readonly headers: ReadonlyMap<string, string>
+  /** The header lines in order, as sent. */
+  readonly rawHeaders: ReadonlyArray<readonly [string, string]>
+  /** The head as text (status line and headers). */
+  readonly head: string
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ConnectOptions {
+  /** Request target. Default `/ws`. */
+  readonly path?: string
+  /** Request method. Default `GET`. */
+  readonly method?: string
+  /** Sec-WebSocket-Key. Default: 16 random bytes in base64. */
+  readonly key?: string
+  /**
+   * Headers replacing a default of the same name (case-insensitive) or added
+   * after them; `undefined` removes a default (e.g. `{ Host: undefined }`).
+   */
+  readonly headers?: Readonly<Record<string, string | undefined>>
+  /** The whole request, sent as is (every other request option is ignored). */
+  readonly request?: string | Uint8Array
+  /** Bytes sent in the same write as the request (e.g. a first frame). */
+  readonly extra?: Uint8Array
+  /** Accept RSV1 on data frames from the server (permessage-deflate). */
+  readonly allowRsv1?: boolean
+  /** Timeout of the handshake. Default `defaultTimeout`. */
+  readonly timeout?: number
+}
+
+/**
+ * How a write is cut into pieces: `size` bytes a piece (or a list of sizes,
+ * the last one repeated), with `delay` milliseconds between pieces (0: the
+ * next turn of the event loop).
+ *
+ * @since 0.1.0
+ */
+export interface Chop {
+  readonly size: number | ReadonlyArray<number>
+  readonly delay?: number
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface FrameOptions {
+  readonly fin?: boolean
+  readonly rsv1?: boolean
+  readonly rsv2?: boolean
+  readonly rsv3?: boolean
+  /** The 4-byte mask. Default: random. */
+  readonly mask?: Uint8Array
+  readonly chop?: Chop
+}
+
+/**
+ * A complete message as received: the frames' payloads joined.
+ *
+ * @since 0.1.0
+ */
+export interface ReceivedMessage {
+  readonly text: boolean
+  readonly data: Uint8Array
+  readonly frames: number
+}
+
+/**
+ * The server's Close frame, parsed (`code` 1005 for an empty payload).
+ *
+ * @since 0.1.0
+ */
+export interface ReceivedClose {
+  readonly code: number
+  readonly reason: string
+}
+
+/**
+ * @since 0.1.0
+ */
+export interface ExpectCloseOptions {
+  readonly timeout?: number
+  /** Answer the server's Close when we have not sent one. Default true. */
+  readonly reply?: boolean
+}
+
+const utf8 = new TextEncoder()
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** Bytes of a string (UTF-8) or the bytes themselves. */
+export const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? utf8.encode(data) : data
+
+/** Joins bytes into a plain `Uint8Array` (not a Buffer, so that `toEqual` compares bytes only). */
+const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let length = 0 // total bytes
+  for (const part of parts) length += part.length
+  const out = new Uint8Array(length)
+  let offset = 0 // where the next part goes
+  for (const part of parts) {
+    out.set(part, offset)
+    offset += part.length
+  }
+  return out
+}
+
+const sleep = (ms: number): Promise<void> =>
+  new Promise((resolve) => ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve))
+
+const opcodeName = (opcode: number): string => {
+  switch (opcode) {
+    case 0x0:
+      return "Continuation"
+    case 0x1:
+      return "Text"
+    case 0x2:
+      return "Binary"
+    case 0x8:
+      return "Close"
+    case 0x9:
+      return "Ping"
+    case 0xa:
+      return "Pong"
+    default:
+      return `opcode ${opcode}`
+  }
+}
+
+const describe = (frame: Frame.Frame): string => {
+  const p = frame.payload
+  const preview = frame.opcode === Frame.Opcode.Close && p.length >= 2
+    ? `code ${(p[0]! << 8) | p[1]!} "${Buffer.from(p.subarray(2)).toString("utf8")}"`
+    : `${p.length} bytes`
+  return `${opcodeName(frame.opcode)}${frame.fin ? "" : " (fin=0)"} ${preview}`
+}
+
+/** Parses a Close payload as a client would (throws on a malformed one). */
+const parseClose = (payload: Uint8Array): ReceivedClose => {
+  if (payload.length === 0) return { code: 1005, reason: "" }
+  if (payload.length === 1) throw new Error("the server sent a Close frame with a 1-byte payload")
+  const code = (payload[0]! << 8) | payload[1]!
+  let reason: string
+  try {
+    reason = strictUtf8.decode(payload.subarray(2))
+  } catch {
+    throw new Error(`the server sent a Close (${code}) whose reason is not UTF-8`)
+  }
+  return { code, reason }
+}
+
+const parseHead = (head: string): HttpResponse => {
+  const lines = head.split("\r\n")
+  const statusLine = lines[0] ?? ""
+  const match = /^HTTP\/1\.1 (\d{3}) ?(.*)$/.exec(statusLine)
+  if (match === null) throw new Error(`malformed status line: ${JSON.stringify(statusLine)}`)
+  const headers = new Map<string, string>()
+  const rawHeaders: Array<readonly [string, string]> = []
+  for (const line of lines.slice(1)) {
+    if (line === "") continue
+    const colon = line.indexOf(":")
+    if (colon <= 0) throw new Error(`malformed header line: ${JSON.stringify(line)}`)
+    const name = line.slice(0, colon)
+    const value = line.slice(colon + 1).trim()
+    rawHeaders.push([name, value])
+    const key = name.toLowerCase()
+    const previous = headers.get(key)
+    headers.set(key, previous === undefined ? value : `${previous}, ${value}`)
+  }
+  return { status: Number(match[1]), statusText: match[2] ?? "", headers, rawHeaders, head }
+}
+
+/** Every client not yet closed, so that a test's `afterEach` can clean up. */
+const open = new Set<RawClient>()
+
+/**
+ * A raw connection to the server.
+ *
+ * @since 0.1.0
+ */
+export class RawClient {
+  /**
+   * Connects, sends the upgrade request and reads the response head; fails
+   * unless it is a 101.
+   */
+  static async connect(port: number, options: ConnectOptions = {}): Promise<RawClient> {
+    const client = await RawClient.request(port, options)
+    if (client.response.status !== 101) {
+      client.destroy()
+      throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString()}`)
+    }
+    return client
+  }
+
+  /** Connects, sends the upgrade request, and resolves with the response head read (any status). */
+  static request(port: number, options: ConnectOptions = {}): Promise<RawClient> {
+    const key = options.key ?? randomBytes(16).toString("base64")
+    let request: Uint8Array
+    if (options.request !== undefined) {
+      request = bytes(options.request)
+    } else {
+      const defaults: Array<[string, string]> = [
+        ["Host", `127.0.0.1:${port}`],
+        ["Upgrade", "websocket"],
+        ["Connection", "Upgrade"],
+        ["Sec-WebSocket-Key", key],
+        ["Sec-WebSocket-Version", "13"]
+      ]
+      const custom = options.headers ?? {}
+      const lowered = new Set(Object.keys(custom).map((k) => k.toLowerCase()))
+      const lines = defaults.filter(([name]) => !lowered.has(name.toLowerCase()))
+      for (const [name, value] of Object.entries(custom)) if (value !== undefined) lines.push([name, value])
+      const text = `${options.method ?? "GET"} ${options.path ?? "/ws"} HTTP/1.1\r\n` +
+        lines.map(([n, v]) => `${n}: ${v}\r\n`).join("") + "\r\n"
+      request = utf8.encode(text)
+    }
+    const first = options.extra === undefined ? request : concat([request, options.extra])
+    // Half-open allowed: after the server's FIN we can still answer its Close, then end.
+    const socket = Net.connect({ port, host: "127.0.0.1", noDelay: true, allowHalfOpen: true })
+    const client = new RawClient(socket, key, options.allowRsv1 ?? false)
+    socket.write(first)
+    return client.waitFor(() => client.responseHead !== undefined, options.timeout ?? defaultTimeout, "the HTTP response").then(() => client)
+  }
+
+  /** Destroys every client still open (for `afterEach`). */
+  static destroyAll(): void {
+    for (const client of open) client.destroy()
+  }
+
+  readonly socket: Net.Socket
+  /** The Sec-WebSocket-Key sent (with the default request). */
+  readonly key: string
+  /** What happened, in order, for failure messages. */
+  readonly log: Array<string> = []
+
+  private responseHead: HttpResponse | undefined = undefined
+  private headBytes: Uint8Array = new Uint8Array(0)
+  private bodyParts: Array<Uint8Array> = []
+  private decoder: Frame.DecoderState
+  private frames: Array<Frame.Frame> = []
+  private violation: string | undefined = undefined
+  private errorSeen: Error | undefined = undefined
+  private closeReceived = false
+  private framesAfterClose = 0
+  private sentClose = false
+  private ended = false
+  private closed = false
+  private weEnded = false
+  /** True when the server's FIN arrived while our side was still open. */
+  private serverClosedFirst = false
+  private wake: Array<() => void> = []
+
+  private constructor(socket: Net.Socket, key: string, allowRsv1: boolean) {
+    this.socket = socket
+    this.key = key
+    this.decoder = Frame.initialDecoder({ role: "client", maxPayload: 2 ** 32, allowRsv1 })
+    open.add(this)
+    socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    socket.on("end", () => {
+      this.log.push("server FIN")
+      this.ended = true
+      if (!this.weEnded) this.serverClosedFirst = true
+      this.notify()
+    })
+    socket.on("error", (error) => {
+      this.log.push(`socket error: ${error.message}`)
+      this.errorSeen ??= error
+      this.notify()
+    })
+    socket.on("close", () => {
+      this.log.push("socket closed")
+      this.closed = true
+      open.delete(this)
+      this.notify()
+    })
+  }
+
+  /** The response head (after `request`/`connect`). */
+  get response(): HttpResponse {
+    if (this.responseHead === undefined) throw new Error("no response yet")
+    return this.responseHead
+  }
+
+  /** The bytes after the head of a non-101 response received so far. */
+  get body(): Uint8Array {
+    return concat(this.bodyParts)
+  }
+
+  /** True once the server's FIN has arrived. */
+  get serverEnded(): boolean {
+    return this.ended
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = []
+    for (const w of wake) w()
+  }
+
+  private onData(chunk: Uint8Array): void {
+    if (this.responseHead === undefined) {
+      const all = concat([this.headBytes, chunk])
+      const end = Buffer.from(all.buffer, all.byteOffset, all.length).indexOf("\r\n\r\n")
+      if (end < 0) {
+        this.headBytes = all
+        return
+      }
+      const head = Buffer.from(all.subarray(0, end)).toString("latin1")
+      try {
+        this.responseHead = parseHead(head)
+      } catch (error) {
+        this.violation = String(error)
+        this.notify()
+        return
+      }
+      this.log.push(`response ${this.responseHead.status}`)
+      this.headBytes = new Uint8Array(0)
+      const rest = all.subarray(end + 4)
+      if (this.responseHead.status !== 101) {
+        if (rest.length > 0) this.bodyParts.push(rest)
+      } else if (rest.length > 0) {
+        this.onFrames(Uint8Array.from(rest))
+      }
+      this.notify()
+      return
+    }
+    if (this.responseHead.status !== 101) {
+      this.bodyParts.push(chunk)
+    } else {
+      this.onFrames(chunk)
+    }
+    this.notify()
+  }
+
+  private onFrames(chunk: Uint8Array): void {
+    if (this.violation !== undefined) return
+    const result = Frame.decode(this.decoder, chunk)
+    for (const frame of result.frames) {
+      this.log.push(`received ${describe(frame)}`)
+      if (this.closeReceived) this.framesAfterClose++
+      if (frame.opcode === Frame.Opcode.Close) this.closeReceived = true
+      this.frames.push(frame)
+    }
+    if (result._tag === "Violation") {
+      this.violation = `the server sent an invalid frame (${result.code}: ${result.reason})`
+      this.log.push(this.violation)
+    } else {
+      this.decoder = result.state
+    }
+  }
+
+  /** Resolves when `ready()` holds; rejects after `timeout` ms with the log. */
+  private waitFor(ready: () => boolean, timeout: number, what: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        if (ready()) {
+          clearTimeout(timer)
+          resolve()
+          return true
+        }
+        return false
+      }
+      const timer = setTimeout(() => {
+        this.wake = this.wake.filter((w) => w !== listener)
+        reject(new Error(`timed out after ${timeout} ms waiting for ${what}; log:\n  ${this.log.join("\n  ")}`))
+      }, timeout)
+      const listener = (): void => {
+        if (!check()) this.wake.push(listener)
+      }
+      if (!check()) this.wake.push(listener)
+    })
+  }
+
+  private failure(what: string): Error {
+    return new Error(`${what}; log:\n  ${this.log.join("\n  ")}`)
+  }
+
+  // ---------------------------------------------------------------------------
+  // writing
+  // ---------------------------------------------------------------------------
+
+  /** Writes bytes, chopped as asked; resolves when the last piece is handed to the socket. */
+  async write(data: Uint8Array, chop?: Chop): Promise<void> {
+    if (chop === undefined) {
+      this.rawWrite(data)
+      return
+    }
+    const sizes = typeof chop.size === "number" ? [chop.size] : chop.size
+    let offset = 0 // bytes of `data` already written
+    let i = 0 // index in `sizes`
+    while (offset < data.length) {
+      const size = Math.max(1, sizes[Math.min(i, sizes.length - 1)]!)
+      this.rawWrite(data.subarray(offset, offset + size))
+      offset += size
+      i++
+      if (offset < data.length) await sleep(chop.delay ?? 0)
+    }
+  }
+
+  private rawWrite(data: Uint8Array): void {
+    if (this.socket.destroyed || this.socket.writableEnded) {
+      this.log.push(`write of ${data.length} bytes skipped: socket closed`)
+      return
+    }
+    this.socket.write(data)
+  }
+
+  /**
+   * A masked client frame. `opcode` may be any 4-bit value (reserved ones
+   * included): the header from `Frame.encode` is patched for it and for
+   * RSV2/RSV3.
+   */
+  frame(opcode: number, payload: string | Uint8Array, options: FrameOptions = {}): Uint8Array {
+    const mask = options.mask ?? randomBytes(4)
+    const known = opcode === 0x0 || opcode === 0x1 || opcode === 0x2 || opcode === 0x8 || opcode === 0x9 || opcode === 0xa
+    const base: Frame.Opcode = known ? (opcode as Frame.Opcode) : Frame.Opcode.Binary
+    const [header, masked] = Frame.encode(base, bytes(payload), {
+      fin: options.fin ?? true,
+      rsv1: options.rsv1 ?? false,
+      mask
+    })
+    const out = concat([header, masked])
+    out[0] = (out[0]! & 0xf0) | (opcode & 0x0f)
+    if (options.rsv2 === true) out[0] = out[0]! | 0x20
+    if (options.rsv3 === true) out[0] = out[0]! | 0x10
+    return out
+  }
+
+  /** Sends one masked frame (see `frame`). */
+  sendFrame(opcode: number, payload: string | Uint8Array, options: FrameOptions = {}): Promise<void> {
+    const out = this.frame(opcode, payload, options)
+    if (opcode === Frame.Opcode.Close) this.sentClose = true
+    this.log.push(`sent ${opcodeName(opcode)}${options.fin === false ? " (fin=0)" : ""} ${bytes(payload).length} bytes`)
+    return this.write(out, options.chop)
+  }
+
+  sendText(text: string | Uint8Array, options?: FrameOptions): Promise<void> {
+    return this.sendFrame(Frame.Opcode.Text, text, options)
+  }
+
+  sendBinary(data: Uint8Array, options?: FrameOptions): Promise<void> {
+    return this.sendFrame(Frame.Opcode.Binary, data, options)
+  }
+
+  ping(payload: string | Uint8Array = "", options?: FrameOptions): Promise<void> {
+    return this.sendFrame(Frame.Opcode.Ping, payload, options)
+  }
+
+  pong(payload: string | Uint8Array = "", options?: FrameOptions): Promise<void> {
+    return this.sendFrame(Frame.Opcode.Pong, payload, options)
+  }
+
+  /** Sends a Close frame: with a code (and reason), or empty without one, or the raw payload given. */
+  sendClose(code?: number | Uint8Array, reason = "", options?: FrameOptions): Promise<void> {
+    const payload = code === undefined
+      ? new Uint8Array(0)
+      : typeof code === "number"
+      ? concat([Uint8Array.of(code >> 8, code & 0xff), utf8.encode(reason)])
+      : code
+    return this.sendFrame(Frame.Opcode.Close, payload, options)
+  }
+
+  // ---------------------------------------------------------------------------
+  // reading
+  // ---------------------------------------------------------------------------
+
+  /** The next frame from the server. */
+  async nextFrame(timeout = defaultTimeout): Promise<Frame.Frame> {
+    await this.waitFor(
+      () => this.frames.length > 0 || this.violation !== undefined || this.ended || this.closed,
+      timeout,
+      "a frame"
+    )
+    const frame = this.frames.shift()
+    if (frame !== undefined) return frame
+    if (this.violation !== undefined) throw this.failure(this.violation)
+    throw this.failure("the server closed the connection instead of sending a frame")
+  }
+
+  /** The next frame, which must have the given opcode. */
+  async expectFrame(opcode: number, timeout = defaultTimeout): Promise<Frame.Frame> {
+    const frame = await this.nextFrame(timeout)
+    if (frame.opcode !== opcode) throw this.failure(`expected ${opcodeName(opcode)}, got ${describe(frame)}`)
+    return frame
+  }
+
+  /** The next message (a data frame and its continuations; any control frame in between fails). */
+  async expectMessage(timeout = defaultTimeout): Promise<ReceivedMessage> {
+    const first = await this.nextFrame(timeout)
+    if (first.opcode !== Frame.Opcode.Text && first.opcode !== Frame.Opcode.Binary) {
+      throw this.failure(`expected a message, got ${describe(first)}`)
+    }
+    const parts = [Uint8Array.from(first.payload)]
+    let frame = first // the last frame of the message so far
+    while (!frame.fin) {
+      frame = await this.nextFrame(timeout)
+      if (frame.opcode !== Frame.Opcode.Continuation) throw this.failure(`expected a continuation, got ${describe(frame)}`)
+      parts.push(Uint8Array.from(frame.payload))
+    }
+    return { text: first.opcode === Frame.Opcode.Text, data: concat(parts), frames: parts.length }
+  }
+
+  /** The next message, which must be text; returns it decoded (strict UTF-8). */
+  async expectText(timeout = defaultTimeout): Promise<string> {
+    const message = await this.expectMessage(timeout)
+    if (!message.text) throw this.failure(`expected a text message, got a binary one of ${message.data.length} bytes`)
+    try {
+      return strictUtf8.decode(message.data)
+    } catch {
+      throw this.failure("the server sent a text message that is not UTF-8")
+    }
+  }
+
+  /** The next message, which must be binary. */
+  async expectBinary(timeout = defaultTimeout): Promise<Uint8Array> {
+    const message = await this.expectMessage(timeout)
+    if (message.text) throw this.failure(`expected a binary message, got a text one of ${message.data.length} bytes`)
+    return message.data
+  }
+
+  /** The next frame, which must be a Pong; returns its payload. */
+  async expectPong(timeout = defaultTimeout): Promise<Uint8Array> {
+    const frame = await this.expectFrame(Frame.Opcode.Pong, timeout)
+    return Uint8Array.from(frame.payload)
+  }
+
+  /** Fails if a frame arrives (or the server closes) within `ms`. */
+  async expectNothing(ms = 100): Promise<void> {
+    await sleep(ms)
+    if (this.frames.length > 0) throw this.failure(`expected nothing, got ${describe(this.frames[0]!)}`)
+    if (this.violation !== undefined) throw this.failure(this.violation)
+    if (this.ended || this.closed) throw this.failure("expected nothing, but the server closed the connection")
+  }
+
+  /**
+   * The next frame must be a Close (with `code` when given; 1005 means an
+   * empty payload). Then: we answer it with a Close echoing its code unless we
+   * sent one already; the server must send nothing after its Close, must end
+   * TCP first (its FIN arrives while our side is open) and without a reset;
+   * then we end our side and wait for the socket to close.
+   */
+  async expectClose(code?: number, options: ExpectCloseOptions = {}): Promise<ReceivedClose> {
+    const timeout = options.timeout ?? defaultTimeout
+    const frame = await this.nextFrame(timeout)
+    if (frame.opcode !== Frame.Opcode.Close) throw this.failure(`expected Close${code === undefined ? "" : ` ${code}`}, got ${describe(frame)}`)
+    const close = parseClose(frame.payload)
+    if (code !== undefined && close.code !== code) {
+      throw this.failure(`expected Close ${code}, got Close ${close.code} "${close.reason}"`)
+    }
+    if (!this.sentClose && (options.reply ?? true)) {
+      await this.sendClose(close.code === 1005 ? undefined : close.code)
+    }
+    await this.waitFor(() => this.ended || this.closed || this.errorSeen !== undefined, timeout, "the server to close TCP after its Close")
+    this.assertNoError()
+    if (!this.ended) throw this.failure("the socket closed without the server's FIN")
+    if (!this.serverClosedFirst) throw this.failure("the client closed TCP before the server did")
+    this.weEnded = true
+    this.socket.end()
+    await this.waitFor(() => this.closed, timeout, "the socket to close")
+    this.assertNoError()
+    if (this.framesAfterClose > 0 || this.frames.length > 0) throw this.failure("the server sent frames after its Close")
+    if (this.violation !== undefined) throw this.failure(this.violation)
+    return close
+  }
+
+  private assertNoError(): void {
+    if (this.errorSeen !== undefined) throw this.failure(`the connection was not closed cleanly: ${this.errorSeen.message}`)
+  }
+
+  /** Waits for the server to end the connection (for non-101 answers); returns the body. */
+  async expectEnd(timeout = defaultTimeout): Promise<Uint8Array> {
+    await this.waitFor(() => this.ended || this.closed, timeout, "the server to end the connection")
+    return this.body
+  }
+
+  /** Ends our side of TCP (a FIN). */
+  end(): void {
+    this.weEnded = true
+    this.socket.end()
+  }
+
+  destroy(): void {
+    this.weEnded = true
+    this.socket.destroy()
+    open.delete(this)
+  }
+}
