@@ -60,6 +60,8 @@ export interface ConnectOptions {
   readonly request?: string | Uint8Array
   /** Bytes sent in the same write as the request (e.g. a first frame). */
   readonly extra?: Uint8Array
+  /** How the request (with `extra`) is chopped. Default: one write. */
+  readonly chop?: Chop
   /** Accept RSV1 on data frames from the server (permessage-deflate). */
   readonly allowRsv1?: boolean
   /** Timeout of the handshake. Default `defaultTimeout`. */
@@ -253,8 +255,13 @@ export class RawClient {
     // Half-open allowed: after the server's FIN we can still answer its Close, then end.
     const socket = Net.connect({ port, host: "127.0.0.1", noDelay: true, allowHalfOpen: true })
     const client = new RawClient(socket, key, options.allowRsv1 ?? false)
-    socket.write(first)
-    return client.waitFor(() => client.responseHead !== undefined, options.timeout ?? defaultTimeout, "the HTTP response").then(() => client)
+    void client.write(first, options.chop)
+    const ready = () => client.responseHead !== undefined || client.errorSeen !== undefined || client.closed || client.violation !== undefined
+    return client.waitFor(ready, options.timeout ?? defaultTimeout, "the HTTP response").then(() => {
+      if (client.responseHead !== undefined) return client
+      client.destroy()
+      throw client.failure(client.violation ?? `no HTTP response: ${client.errorSeen?.message ?? "connection closed"}`)
+    })
   }
 
   /** Destroys every client still open (for `afterEach`). */

@@ -1,0 +1,333 @@
+/**
+ * Every answer of the server to an upgrade request, over real TCP: the 101
+ * and its headers (accept key, subprotocol, route headers), each HTTP error
+ * (400, 404, 405, 408, 426, 431), the bytes that come with the request, and
+ * graceful shutdown (Close 1001, seen by the handler as the close outcome).
+ */
+import { Buffer } from "node:buffer"
+import { createHash } from "node:crypto"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import * as Frame from "../src/Frame.ts"
+import type * as WebSocket from "../src/WebSocket.ts"
+import { RawClient } from "./support/RawClient.ts"
+import * as TestServer from "./support/TestServer.ts"
+
+/** RFC 6455 §1.3, computed here rather than taken from the server. */
+const accept = (key: string): string =>
+  createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64")
+
+/** Sends what the handler saw of the request and the connection as one JSON text message, then echoes. */
+const inspect = (ws: WebSocket.WebSocket) =>
+  Effect.andThen(
+    ws.send(JSON.stringify({
+      path: ws.request.path,
+      target: ws.request.target,
+      query: Object.fromEntries(ws.request.query),
+      method: ws.request.method,
+      origin: ws.request.headers.get("origin") ?? null,
+      protocol: ws.protocol ?? null,
+      remoteAddress: ws.request.remoteAddress ?? null
+    })),
+    TestServer.echo(ws)
+  )
+
+let server: TestServer.StartedServer
+
+beforeAll(async () => {
+  server = await TestServer.start({
+    maxHeadSize: 4096,
+    handshakeTimeout: 300,
+    routes: {
+      "/ws": TestServer.echo,
+      "/inspect": inspect,
+      "/chat": {
+        handler: inspect,
+        // prefers "v2.chat" when offered, else the client's first choice
+        protocol: (offered) => offered.includes("v2.chat") ? "v2.chat" : offered[0],
+        headers: (request) => [["Set-Cookie", `session=abc; Path=${request.path}`], ["X-Test", "yes"]]
+      },
+      "/liar": {
+        handler: inspect,
+        protocol: () => "not-offered"
+      }
+    }
+  })
+})
+afterEach(() => RawClient.destroyAll())
+afterAll(() => server.close())
+
+/** The request's answer when it is an HTTP error: status, headers, body; the server must then end the connection. */
+const reject = async (options: Parameters<typeof RawClient.request>[1]) => {
+  const c = await RawClient.request(server.port, options)
+  const body = Buffer.from(await c.expectEnd()).toString()
+  expect(c.response.headers.get("connection")?.toLowerCase()).toContain("close")
+  return { status: c.response.status, headers: c.response.headers, body }
+}
+
+const closeNormally = async (c: RawClient): Promise<void> => {
+  await c.sendClose(1000)
+  await c.expectClose(1000)
+}
+
+describe("101 Switching Protocols", () => {
+  it("answers with the accept key of RFC 6455 §1.3 and the upgrade headers", async () => {
+    const key = "dGhlIHNhbXBsZSBub25jZQ=="
+    const c = await RawClient.connect(server.port, { key })
+    expect(c.response.status).toBe(101)
+    expect(accept(key)).toBe("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    expect(c.response.headers.get("sec-websocket-accept")).toBe("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    expect(c.response.headers.get("upgrade")?.toLowerCase()).toBe("websocket")
+    expect(c.response.headers.get("connection")?.toLowerCase()).toBe("upgrade")
+    expect(c.response.headers.has("sec-websocket-protocol")).toBe(false)
+    expect(c.response.headers.has("sec-websocket-extensions")).toBe(false)
+    await closeNormally(c)
+  })
+
+  it("answers a random key correctly, and the connection works", async () => {
+    const c = await RawClient.connect(server.port)
+    expect(c.response.headers.get("sec-websocket-accept")).toBe(accept(c.key))
+    await c.sendText("hi")
+    expect(await c.expectText()).toBe("hi")
+    await closeNormally(c)
+  })
+
+  it("accepts header names and tokens in any case and Connection lists", async () => {
+    const c = await RawClient.connect(server.port, {
+      headers: { Upgrade: undefined, Connection: undefined, "upgrade": "WebSocket", "CONNECTION": "keep-alive, Upgrade" }
+    })
+    expect(c.response.status).toBe(101)
+    await closeNormally(c)
+  })
+
+  it("reads a request head delivered one byte at a time", async () => {
+    const key = "dGhlIHNhbXBsZSBub25jZQ=="
+    const c = await RawClient.connect(server.port, { key, chop: { size: 1, delay: 1 } })
+    expect(c.response.headers.get("sec-websocket-accept")).toBe(accept(key))
+    await c.sendText("slow")
+    expect(await c.expectText()).toBe("slow")
+    await closeNormally(c)
+  })
+
+  it("gives the handler the request: path, target, query, headers, remote address", async () => {
+    const c = await RawClient.connect(server.port, { path: "/inspect?room=1&x=%20y", headers: { Origin: "http://example.com" } })
+    expect(JSON.parse(await c.expectText())).toEqual({
+      path: "/inspect",
+      target: "/inspect?room=1&x=%20y",
+      query: { room: "1", x: " y" },
+      method: "GET",
+      origin: "http://example.com",
+      protocol: null,
+      remoteAddress: "127.0.0.1"
+    })
+    await closeNormally(c)
+  })
+
+  it("processes a first frame that arrives in the same packet as the request", async () => {
+    const mask = Uint8Array.of(1, 2, 3, 4)
+    const [header, payload] = Frame.encode(Frame.Opcode.Text, new TextEncoder().encode("early bird"), { mask })
+    const c = await RawClient.connect(server.port, { extra: Buffer.concat([header, payload]) })
+    expect(await c.expectText()).toBe("early bird")
+    await closeNormally(c)
+  })
+
+  it("processes several frames, a Close included, that arrive with the request", async () => {
+    const mask = Uint8Array.of(9, 8, 7, 6)
+    const frames = [
+      Frame.encode(Frame.Opcode.Text, new TextEncoder().encode("one"), { mask }),
+      Frame.encode(Frame.Opcode.Ping, new TextEncoder().encode("p"), { mask }),
+      Frame.encode(Frame.Opcode.Close, Frame.encodeClose(1000, ""), { mask })
+    ]
+    const c = await RawClient.connect(server.port, { extra: Buffer.concat(frames.flat()) })
+    const first = await c.nextFrame()
+    const second = await c.nextFrame()
+    const kinds = [first, second].map((f) => f.opcode).sort()
+    expect(kinds).toEqual([Frame.Opcode.Text, Frame.Opcode.Pong])
+    await c.expectClose(1000)
+  })
+})
+
+describe("subprotocols and route headers", () => {
+  it("answers with the protocol the route chose among the offered ones", async () => {
+    const c = await RawClient.connect(server.port, { path: "/chat", headers: { "Sec-WebSocket-Protocol": "v1.chat, v2.chat" } })
+    expect(c.response.headers.get("sec-websocket-protocol")).toBe("v2.chat")
+    expect(JSON.parse(await c.expectText()).protocol).toBe("v2.chat")
+    await closeNormally(c)
+  })
+
+  it("joins repeated Sec-WebSocket-Protocol headers", async () => {
+    const request = `GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
+      `Sec-WebSocket-Protocol: v1.chat\r\nSec-WebSocket-Protocol: v2.chat\r\n\r\n`
+    const c = await RawClient.request(server.port, { request })
+    expect(c.response.status).toBe(101)
+    expect(c.response.headers.get("sec-websocket-protocol")).toBe("v2.chat")
+    expect(JSON.parse(await c.expectText()).protocol).toBe("v2.chat")
+    await closeNormally(c)
+  })
+
+  it("sends no Sec-WebSocket-Protocol when none is offered", async () => {
+    const c = await RawClient.connect(server.port, { path: "/chat" })
+    expect(c.response.headers.has("sec-websocket-protocol")).toBe(false)
+    expect(JSON.parse(await c.expectText()).protocol).toBe(null)
+    await closeNormally(c)
+  })
+
+  it("ignores a route's choice that the client did not offer", async () => {
+    const c = await RawClient.connect(server.port, { path: "/liar", headers: { "Sec-WebSocket-Protocol": "a, b" } })
+    expect(c.response.headers.has("sec-websocket-protocol")).toBe(false)
+    expect(JSON.parse(await c.expectText()).protocol).toBe(null)
+    await closeNormally(c)
+  })
+
+  it("adds the route's headers (Set-Cookie) to the 101", async () => {
+    const c = await RawClient.connect(server.port, { path: "/chat" })
+    expect(c.response.headers.get("set-cookie")).toBe("session=abc; Path=/chat")
+    expect(c.response.headers.get("x-test")).toBe("yes")
+    expect(JSON.parse(await c.expectText()).path).toBe("/chat")
+    await closeNormally(c)
+  })
+})
+
+describe("HTTP errors", () => {
+  it("400 for a malformed request line", async () => {
+    expect((await reject({ request: "HELLO THERE\r\n\r\n" })).status).toBe(400)
+  })
+
+  it("400 for a malformed header line", async () => {
+    expect((await reject({ request: "GET /ws HTTP/1.1\r\nHost localhost\r\n\r\n" })).status).toBe(400)
+  })
+
+  it.each([
+    ["not base64", "not a valid key!"],
+    ["15 bytes", Buffer.alloc(15, 1).toString("base64")],
+    ["17 bytes", Buffer.alloc(17, 1).toString("base64")],
+    ["empty", ""]
+  ])("400 for a bad Sec-WebSocket-Key (%s)", async (_, key) => {
+    expect((await reject({ key })).status).toBe(400)
+  })
+
+  it("400 for a missing Sec-WebSocket-Key", async () => {
+    expect((await reject({ headers: { "Sec-WebSocket-Key": undefined } })).status).toBe(400)
+  })
+
+  it("400 for a missing Host", async () => {
+    const answer = await reject({ headers: { Host: undefined } })
+    expect(answer.status).toBe(400)
+  })
+
+  it("400 for a missing Upgrade or Connection", async () => {
+    expect((await reject({ headers: { Upgrade: undefined } })).status).toBe(400)
+    expect((await reject({ headers: { Connection: "keep-alive" } })).status).toBe(400)
+  })
+
+  it("400 for HTTP/1.0", async () => {
+    const key = "dGhlIHNhbXBsZSBub25jZQ=="
+    const request = `GET /ws HTTP/1.0\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+    expect((await reject({ request })).status).toBe(400)
+  })
+
+  it("426 with Sec-WebSocket-Version: 13 for version 8", async () => {
+    const answer = await reject({ headers: { "Sec-WebSocket-Version": "8" } })
+    expect(answer.status).toBe(426)
+    expect(answer.headers.get("sec-websocket-version")).toBe("13")
+  })
+
+  it("405 for POST", async () => {
+    const answer = await reject({ method: "POST" })
+    expect(answer.status).toBe(405)
+    expect(answer.headers.get("allow")).toBe("GET")
+  })
+
+  it("404 for a path no route serves", async () => {
+    expect((await reject({ path: "/nowhere" })).status).toBe(404)
+    expect((await reject({ path: "/ws/" })).status).toBe(404)
+  })
+
+  it("431 for a request head above maxHeadSize", async () => {
+    const answer = await reject({ headers: { "X-Padding": "x".repeat(5000) } })
+    expect(answer.status).toBe(431)
+  })
+
+  it("431 for a request head above maxHeadSize that never ends", async () => {
+    // no blank line: the limit, not the end of the head, decides
+    const answer = await reject({ request: `GET /ws HTTP/1.1\r\nX-Padding: ${"x".repeat(5000)}` })
+    expect(answer.status).toBe(431)
+  })
+
+  it("408 for a request head not complete within handshakeTimeout", async () => {
+    const answer = await reject({ request: "GET /ws HTTP/1.1\r\nHost: localhost\r\n", timeout: 2000 })
+    expect(answer.status).toBe(408)
+  })
+
+  it("an error answer has a body with its reason and a matching Content-Length", async () => {
+    const answer = await reject({ path: "/nowhere" })
+    expect(Number(answer.headers.get("content-length"))).toBe(Buffer.byteLength(answer.body))
+    expect(answer.body.length).toBeGreaterThan(0)
+  })
+})
+
+describe("graceful shutdown", () => {
+  it("closing the server sends Close 1001 to an open connection; the handler sees the outcome", async () => {
+    const outcome = Deferred.makeUnsafe<WebSocket.CloseOutcome>()
+    const own = await TestServer.start({
+      routes: {
+        "/ws": (ws) =>
+          Effect.gen(function*() {
+            yield* ws.send("ready")
+            const result = yield* ws.closed
+            Deferred.doneUnsafe(outcome, Effect.succeed(result))
+          })
+      }
+    })
+    const c = await RawClient.connect(own.port)
+    expect(await c.expectText()).toBe("ready")
+    const closing = own.close()
+    const close = await c.expectClose(1001)
+    expect(close.code).toBe(1001)
+    await closing
+    const seen = await Effect.runPromise(Deferred.await(outcome).pipe(Effect.timeout(1000)))
+    expect(seen).toMatchObject({ code: 1001, clean: true, initiator: "local" })
+  })
+
+  it("a peer that does not answer the 1001 is dropped after closeTimeout and the shutdown ends", async () => {
+    const own = await TestServer.start({ closeTimeout: 200, shutdownTimeout: 2000 })
+    const c = await RawClient.connect(own.port)
+    const started = Date.now()
+    const closing = own.close()
+    const close = await c.expectClose(1001, { reply: false })
+    expect(close.code).toBe(1001)
+    await closing
+    expect(Date.now() - started).toBeLessThan(1500)
+  })
+
+  it("a connection still sending its request head when the server shuts down is answered 503", async () => {
+    const own = await TestServer.start()
+    const pending = RawClient.request(own.port, { request: "GET /ws HTTP/1.1\r\nHost: localhost\r\n" })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const closing = own.close()
+    const c = await pending
+    expect(c.response.status).toBe(503)
+    await c.expectEnd()
+    await closing
+  })
+
+  it("503 beyond maxConnections", async () => {
+    await TestServer.withServer({ maxConnections: 1 }, async (port) => {
+      const first = await RawClient.connect(port)
+      const second = await RawClient.request(port)
+      expect(second.response.status).toBe(503)
+      await second.expectEnd()
+      await first.sendClose(1000)
+      await first.expectClose(1000)
+    })
+  })
+
+  it("after shutdown the port refuses connections", async () => {
+    const own = await TestServer.start()
+    await own.close()
+    await expect(RawClient.connect(own.port, { timeout: 500 })).rejects.toThrow()
+  })
+})
