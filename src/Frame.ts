@@ -343,7 +343,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
     const length = payloadLength(header, 0)
     if (length <= end - pos) {
       // The whole payload is in this chunk: a view.
-      const payload = chunk.subarray(pos, pos + length)
+      const payload = view(chunk, pos, length)
       if ((header[1] & 0x80) !== 0) unmaskRange(payload, 0, length, header, need - 4, 0)
       frames = [frame(header[0], payload)]
       pos += length
@@ -359,7 +359,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
       const avail = end - pos
       if (pending.buffer === undefined && want <= avail) {
         // Nothing received yet and the whole payload is here: a view, no copy.
-        const payload = chunk.subarray(pos, pos + want)
+        const payload = view(chunk, pos, want)
         if (pending.mask !== undefined) unmaskRange(payload, 0, want, pending.mask, 0, 0)
         frames ??= []
         frames.push(pendingFrame(pending, payload))
@@ -397,7 +397,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
     const start = pos + need // first payload byte
     if (length <= end - start) {
       // Header and payload within this chunk: a view, unmasked in place.
-      const payload = chunk.subarray(start, start + length)
+      const payload = view(chunk, start, length)
       if ((b1 & 0x80) !== 0) unmaskRange(chunk, start, start + length, chunk, start - 4, 0)
       frames ??= []
       frames.push(frame(chunk[pos], payload))
@@ -409,6 +409,13 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
   }
   return { _tag: "Ok", frames: frames ?? NO_FRAMES, state: { options, header: undefined, pending } }
 }
+
+/**
+ * `length` bytes of `chunk` from `start`, as a plain Uint8Array view (cheaper
+ * than `subarray`, which goes through the species constructor, e.g. Buffer).
+ */
+const view = (chunk: Uint8Array, start: number, length: number): Uint8Array =>
+  new Uint8Array(chunk.buffer, chunk.byteOffset + start, length)
 
 const begin = (src: Uint8Array, at: number, length: number, mask: Uint8Array | undefined): Pending => {
   const b0 = src[at]
