@@ -203,6 +203,7 @@ const CONTROL_TOO_LONG = fault(CloseCode.ProtocolError, "control frame payload l
 const NON_MINIMAL = fault(CloseCode.ProtocolError, "payload length not minimally encoded") // §5.2
 const LENGTH_MSB = fault(CloseCode.ProtocolError, "64-bit payload length with the most significant bit set") // §5.2
 const TOO_BIG = fault(CloseCode.MessageTooBig, "frame payload too big")
+const TOO_BIG_TO_BUFFER = fault(CloseCode.MessageTooBig, "frame payload too big to buffer")
 
 /** Checks the first header byte (§5.2): RSV bits, opcode, fragmented control frame. */
 const checkByte0 = (b0: number, allowRsv1: boolean): Fault | undefined => {
@@ -368,10 +369,11 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
         continue
       }
       // Copy (and unmask, at its mask phase) the piece that arrived; allocate the declared length once.
-      const buffer = pending.buffer ?? new Uint8Array(pending.length)
+      const buffer = pending.buffer ?? allocate(pending.length)
+      if (buffer === undefined) return violation(frames, TOO_BIG_TO_BUFFER)
       const take = want < avail ? want : avail
       const at = pending.received
-      buffer.set(take === avail && pos === 0 ? chunk : chunk.subarray(pos, pos + take), at)
+      buffer.set(take === avail && pos === 0 ? chunk : view(chunk, pos, take), at)
       if (pending.mask !== undefined) unmaskRange(buffer, at, at + take, pending.mask, 0, at & 3)
       pos += take
       if (take === want) {
@@ -416,6 +418,19 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
  */
 const view = (chunk: Uint8Array, start: number, length: number): Uint8Array =>
   new Uint8Array(chunk.buffer, chunk.byteOffset + start, length)
+
+/**
+ * A buffer for a payload that spans chunks, or undefined when the runtime
+ * cannot allocate it (a declared length within a huge `maxPayload` but beyond
+ * memory): the one place where the engine could throw, turned into 1009.
+ */
+const allocate = (length: number): Uint8Array | undefined => {
+  try {
+    return new Uint8Array(length)
+  } catch {
+    return undefined
+  }
+}
 
 const begin = (src: Uint8Array, at: number, length: number, mask: Uint8Array | undefined): Pending => {
   const b0 = src[at]

@@ -96,6 +96,36 @@ export const controlFrame: fc.Arbitrary<Frame.Frame> = fc
   .map(([opcode, bytes]) => ({ fin: true, rsv1: false, rsv2: false, rsv3: false, opcode, payload: bytes }))
 
 /**
+ * A close code valid on the wire (RFC 6455 §7.4): 1000-1003, 1007-1014,
+ * 3000-4999.
+ *
+ * @since 0.1.0
+ * @category frames
+ */
+export const closeCode: fc.Arbitrary<number> = fc.oneof(
+  fc.constantFrom(1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014),
+  fc.integer({ min: 3000, max: 4999 })
+)
+
+/**
+ * A well-formed Close frame (§5.5.1): empty, or a valid code and a UTF-8
+ * reason that fits the 125-byte control frame limit.
+ *
+ * @since 0.1.0
+ * @category frames
+ */
+export const closeFrame: fc.Arbitrary<Frame.Frame> = fc
+  .option(fc.tuple(closeCode, fc.string({ unit: "binary", maxLength: 40 })), { nil: undefined })
+  .map((close) => ({
+    fin: true,
+    rsv1: false,
+    rsv2: false,
+    rsv3: false,
+    opcode: Frame.Opcode.Close,
+    payload: close === undefined ? new Uint8Array(0) : Frame.encodeClose(close[0], close[1])
+  }))
+
+/**
  * A frame that a decoder must accept, taken alone: any opcode; control frames
  * are final and at most 125 bytes; RSV1 only on text and binary frames and
  * only with `rsv1: true` (permessage-deflate negotiated). Sequences of these

@@ -237,6 +237,17 @@ describe("violations", () => {
     expect(codeOf({ ...CLIENT, maxPayload: 3 }, bytes(0x82, 0x03, 1, 2, 3))).toBeUndefined()
   })
 
+  it("a declared length that cannot be allocated is 1009, not an exception", () => {
+    // 2^50 bytes: within maxPayload (2^53-1), beyond any memory.
+    const header = bytes(0x82, 127, 0, 0x04, 0, 0, 0, 0, 0, 0)
+    const first = Frame.decode(Frame.initialDecoder(CLIENT), header)
+    expect(first._tag).toBe("Ok")
+    if (first._tag !== "Ok") return
+    expect(Frame.partial(first.state)?.length).toBe(2 ** 50)
+    const second = Frame.decode(first.state, bytes(1, 2, 3))
+    expect(second._tag === "Violation" && second.code).toBe(1009)
+  })
+
   it("returns the frames completed before the violation", () => {
     const ping = Arb.encodeAll([{ fin: true, rsv1: false, rsv2: false, rsv3: false, opcode: 0x9, payload: text("x") }], bytes(...M))
     const result = Frame.decode(Frame.initialDecoder(SERVER), Arb.concat([ping, bytes(0x83, 0x80)]))
@@ -382,6 +393,17 @@ describe("close payloads", () => {
     expect(Frame.parseClose(bytes(0x03, 0xe8, 0xff))).toMatchObject({ _tag: "Invalid", code: 1007 })
     expect(Frame.parseClose(bytes(0x03, 0xe8, 0xce, 0xba))).toEqual({ _tag: "Code", code: 1000, reason: "κ" })
     expect(Frame.parseClose(bytes(0x0f, 0xa0))).toEqual({ _tag: "Code", code: 4000, reason: "" })
+  })
+
+  it("parseClose reads back what closeFrame and encodeClose write", () => {
+    fc.assert(
+      fc.property(Arb.closeFrame, (frame) => {
+        const parsed = Frame.parseClose(frame.payload)
+        if (frame.payload.length === 0) expect(parsed._tag).toBe("Empty")
+        else expect(parsed).toEqual({ _tag: "Code", code: (frame.payload[0] << 8) | frame.payload[1], reason: new TextDecoder().decode(frame.payload.subarray(2)) })
+      }),
+      { numRuns: 100 }
+    )
   })
 
   it("encodeClose fits a control frame, truncating the reason on a UTF-8 boundary", () => {
