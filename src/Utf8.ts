@@ -19,7 +19,7 @@
  *
  * @since 0.1.0
  */
-import { isUtf8 } from "node:buffer"
+import { Buffer, isUtf8 } from "node:buffer"
 
 /**
  * The state at the start of a message, and after complete well-formed input.
@@ -194,3 +194,41 @@ export const validate = (state: number, bytes: Uint8Array, start: number, end: n
  * @category validation
  */
 export const isValid = (bytes: Uint8Array): boolean => validate(ACCEPT, bytes, 0, bytes.length) === ACCEPT
+
+/**
+ * Whether `bytes[start..end)` is all ASCII (bytes below 0x80), hence valid
+ * UTF-8 whose characters are its bytes one for one (so it decodes exactly as
+ * latin1). Tests 4 bytes at a time.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const isAscii = (bytes: Uint8Array, start: number, end: number): boolean => {
+  let bits = 0 // OR of every byte seen
+  let i = start // next byte to read
+  for (; i + 4 <= end; i += 4) bits |= bytes[i] | bytes[i + 1] | bytes[i + 2] | bytes[i + 3]
+  for (; i < end; i++) bits |= bytes[i]
+  return bits < 0x80
+}
+
+const fromCharCode = String.fromCharCode
+
+/** Reusable argument lists for `asciiString`, one per length (calls are synchronous, so sharing is safe). */
+const CODES: ReadonlyArray<Array<number>> = Array.from({ length: 65 }, (_, n) => new Array<number>(n).fill(0))
+
+/**
+ * `bytes[start..end)`, known to be ASCII, as a string built in JS with one
+ * `String.fromCharCode` call (a flat string). For a few dozen bytes this is
+ * cheaper than a native decode, whose call alone costs ~50 ns; above 64 bytes
+ * it falls back to a native latin1 decode (ASCII is the same in latin1).
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const asciiString = (bytes: Uint8Array, start: number, end: number): string => {
+  const length = end - start
+  if (length >= CODES.length) return Buffer.from(bytes.buffer, bytes.byteOffset + start, length).toString("latin1")
+  const codes = CODES[length]
+  for (let i = 0; i < length; i++) codes[i] = bytes[start + i]
+  return fromCharCode.apply(null, codes)
+}

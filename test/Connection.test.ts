@@ -55,7 +55,7 @@ const run = (
   const actions: Array<Connection.Action> = []
   const perInput: Array<ReadonlyArray<Connection.Action>> = []
   for (const input of inputs) {
-    const result = Connection.step(state, input instanceof Uint8Array ? { _tag: "Bytes", chunk: input.slice() } : input)
+    const result = Connection.step(state, input instanceof Uint8Array ? { _tag: "Bytes", chunk: Buffer.isBuffer(input) ? Buffer.from(input) : input.slice() } : input)
     state = result.state
     actions.push(...result.actions)
     perInput.push(result.actions)
@@ -143,6 +143,7 @@ const bytewise = (bytes: Uint8Array): Array<Uint8Array> => Array.from(bytes, (b)
 /** Mostly valid UTF-8, sometimes damaged. */
 const textBytes = fc.oneof(
   { weight: 4, arbitrary: fc.string({ unit: "binary", maxLength: 24 }).map(utf8) },
+  { weight: 4, arbitrary: fc.string({ maxLength: 30 }).map(utf8) },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 8 }) },
   { weight: 1, arbitrary: fc.constantFrom(Uint8Array.of(0xed, 0xa0, 0x80), Uint8Array.of(0xf4, 0x90), Uint8Array.of(0xce), Uint8Array.of(0xc0, 0xaf)) }
 )
@@ -159,6 +160,7 @@ const cutsArb = fc.array(fc.nat(), { maxLength: 3 })
 
 /** One client-side event as bytes: messages (maybe fragmented, with pings between), control frames, mistakes. */
 const eventArb: fc.Arbitrary<Uint8Array> = fc.oneof(
+  { weight: 6, arbitrary: textBytes.map((p) => frame(Opcode.Text, p)) },
   { weight: 6, arbitrary: fc.tuple(textBytes, cutsArb).map(([p, cuts]) => concat(fragmented(Opcode.Text, p, cuts, false))) },
   { weight: 3, arbitrary: fc.tuple(fc.uint8Array({ maxLength: 40 }), cutsArb).map(([p, cuts]) => concat(fragmented(Opcode.Binary, p, cuts, false))) },
   {
@@ -201,6 +203,7 @@ describe("Connection properties", () => {
         const whole = normalize(run([stream, { _tag: "EndOfStream" }], options).actions)
         expect(normalize(run([...chop(stream, cuts), { _tag: "EndOfStream" }], options).actions)).toEqual(whole)
         expect(normalize(run([...bytewise(stream), { _tag: "EndOfStream" }], options).actions)).toEqual(whole)
+        expect(normalize(run([Buffer.from(stream), { _tag: "EndOfStream" }], options).actions)).toEqual(whole)
       }),
       { numRuns: 150 }
     )
@@ -290,6 +293,16 @@ describe("Connection messages", () => {
   it("delivers a single-frame text message as a string and binary as bytes", () => {
     const { actions } = run([concat([frame(Opcode.Text, "héllo €"), frame(Opcode.Binary, Uint8Array.of(1, 2, 3))])])
     expect(delivered(actions)).toEqual(["héllo €", Uint8Array.of(1, 2, 3)])
+  })
+
+  it("delivers many text frames of one read exactly (short ASCII, non-ASCII, long, binary mixed)", () => {
+    const texts = ["a", "hello world 1234", "", "héllo", "x".repeat(300), "0123456789abcdefghij", "€", "z"]
+    const chunk = concat([...texts.map((t) => frame(Opcode.Text, t)), frame(Opcode.Binary, Uint8Array.of(7)), frame(Opcode.Text, "last")])
+    expect(delivered(run([chunk]).actions)).toEqual([...texts, Uint8Array.of(7), "last"])
+    // the same as a Buffer (socket data), and with a frame completing from the previous read first
+    const split = 3
+    const result = run([Buffer.from(chunk.subarray(0, split)), Buffer.from(chunk.subarray(split))])
+    expect(delivered(result.actions)).toEqual([...texts, Uint8Array.of(7), "last"])
   })
 
   it("keeps a leading U+FEFF (byte order mark) in text", () => {

@@ -184,4 +184,26 @@ describe("Utf8.validate", () => {
     expect(Utf8.isValid(bytes(0xe2, 0x82))).toBe(false)
     expect(Utf8.isValid(bytes(0xed, 0xa0, 0x80))).toBe(false)
   })
+
+  it("isAscii is true exactly when no byte has its high bit set", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), fc.nat(), (input, rawStart) => {
+        const start = rawStart % (input.length + 1)
+        expect(Utf8.isAscii(input, start, input.length)).toBe(input.subarray(start).every((b) => b < 0x80))
+      }),
+      { numRuns: 300 }
+    )
+  })
+
+  it("asciiString decodes ASCII of any length exactly", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)), maxLength: 100 }), fc.nat({ max: 5 }), (text, pad) => {
+        const bytes = new Uint8Array(pad + text.length + pad)
+        bytes.set(Buffer.from(text, "latin1"), pad)
+        expect(Utf8.asciiString(bytes, pad, pad + text.length)).toBe(text)
+        expect(Utf8.asciiString(bytes.subarray(pad), 0, text.length)).toBe(text)
+      }),
+      { numRuns: 200 }
+    )
+  })
 })
