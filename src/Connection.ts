@@ -94,7 +94,13 @@ export interface Closing {
 }
 
 /**
- * The final outcome (also emitted once as the `Closed` action).
+ * The final outcome (also emitted once as the `Closed` action):
+ *
+ * - the peer closed, or answered our Close: its code and reason (1005 when its
+ *   Close had none, §7.1.5), clean;
+ * - a violation, or `Fail`: the code and reason we closed with, unclean, local;
+ * - the transport ended, or the close timer fired, without the peer's Close:
+ *   1006, unclean.
  *
  * @since 0.1.0
  * @category states
@@ -257,9 +263,9 @@ const stepClosing = (closing: Closing, input: Input): StepResult => {
       // After our Close nothing more is written (§5.5.1).
       return { state: closing, actions: NO_ACTIONS }
     case "Fail":
-      return finish(input.code, input.reason, false, true)
+      return finish(input.code, input.reason, false)
     case "EndOfStream":
-      return finish(Frame.CloseCode.Abnormal, "", false, true)
+      return finish(Frame.CloseCode.Abnormal, "", false)
     case "CloseTimeout": {
       // §7.1.1: the peer never answered; give up on the handshake.
       const closed = closedState(Frame.CloseCode.Abnormal, "closing handshake timed out", false, "local")
@@ -309,10 +315,10 @@ const fail = (actions: Array<Action>, code: number, reason: string): Closed => {
   return closed
 }
 
-/** Ends a Closing state without writing anything. */
-const finish = (code: number, reason: string, clean: boolean, cancelTimer: boolean): StepResult => {
+/** Ends a Closing state (its timer armed) without writing anything. */
+const finish = (code: number, reason: string, clean: boolean): StepResult => {
   const closed = closedState(code, reason, clean, "local")
-  return { state: closed, actions: cancelTimer ? [CANCEL_CLOSE_TIMER, CLOSE_TRANSPORT, closed] : [CLOSE_TRANSPORT, closed] }
+  return { state: closed, actions: [CANCEL_CLOSE_TIMER, CLOSE_TRANSPORT, closed] }
 }
 
 // ---------------------------------------------------------------------------
@@ -591,16 +597,16 @@ const receiveClosing = (closing: Closing, chunk: Uint8Array): StepResult => {
     const close = Frame.parseClose(frame.payload)
     switch (close._tag) {
       case "Invalid":
-        return finish(close.code, close.reason, false, true)
+        return finish(close.code, close.reason, false)
       case "Empty":
-        return finish(Frame.CloseCode.NoStatusReceived, "", true, true)
+        return finish(Frame.CloseCode.NoStatusReceived, "", true)
       case "Code":
         // §7.1.5: the close code is the one in the first Close received.
-        return finish(close.code, close.reason, true, true)
+        return finish(close.code, close.reason, true)
       default:
         return absurd(close)
     }
   }
-  if (result._tag === "Violation") return finish(result.code, result.reason, false, true)
+  if (result._tag === "Violation") return finish(result.code, result.reason, false)
   return { state: { ...closing, decoder: result.state }, actions: NO_ACTIONS }
 }

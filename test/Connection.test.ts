@@ -531,6 +531,21 @@ describe("Connection closing handshake", () => {
     ])
   })
 
+  it("while closing: an empty Close completes cleanly (1005); a violation or bad Close ends it unclean, writing nothing", () => {
+    const closing = run([{ _tag: "Close", code: 1000, reason: "" }]).state
+    const cases: ReadonlyArray<readonly [Uint8Array, number, boolean]> = [
+      [frame(Opcode.Close, new Uint8Array(0)), 1005, true],
+      [unmasked(Opcode.Text, utf8("x")), CloseCode.ProtocolError, false],
+      [frame(Opcode.Close, Uint8Array.of(3)), CloseCode.ProtocolError, false],
+      [frame(Opcode.Close, Uint8Array.of(0x03, 0xe8, 0xff)), CloseCode.InvalidPayload, false]
+    ]
+    for (const [bytes, code, clean] of cases) {
+      const { actions } = run([bytes], OPTIONS, closing)
+      expect(tags(actions)).toEqual(["CancelCloseTimer", "CloseTransport", "Closed"])
+      expect(actions[2]).toMatchObject({ code, clean, initiator: "local" })
+    }
+  })
+
   it("close timeout: closes the transport, unclean", () => {
     const { actions, state } = run([{ _tag: "Close", code: 1000, reason: "" }, { _tag: "CloseTimeout" }, { _tag: "CloseTimeout" }])
     expect(tags(actions)).toEqual(["Write", "ArmCloseTimer", "CloseTransport", "Closed"])
