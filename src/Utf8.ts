@@ -142,10 +142,10 @@ const NATIVE_THRESHOLD = 128
  * Runs the DFA from `state` over `bytes[start..end)` and returns the new
  * state. Returns `REJECT` as soon as a byte makes the input impossible.
  *
- * Fast paths: runs of ASCII are skipped 4 bytes at a time, and a long range
- * that starts in `ACCEPT` is checked natively up to its last character
- * boundary (only the at most 4 trailing bytes go through the DFA), which gives
- * the same result as the DFA byte by byte.
+ * Fast paths: runs of ASCII are skipped 4 bytes at a time, and from a
+ * character boundary a long rest of the range is checked natively up to its
+ * last character boundary (only the at most 4 trailing bytes go through the
+ * DFA), which gives the same result as the DFA byte by byte.
  *
  * @since 0.1.0
  * @category validation
@@ -153,32 +153,34 @@ const NATIVE_THRESHOLD = 128
 export const validate = (state: number, bytes: Uint8Array, start: number, end: number): number => {
   let s = state // DFA state after bytes[start..i)
   let i = start // next byte to read
-  if (s === REJECT) return REJECT
-  if (s === ACCEPT && end - start >= NATIVE_THRESHOLD) {
-    // Find where the last (possibly incomplete) sequence starts: back over at
-    // most 3 continuation bytes to its lead byte. If the last byte is ASCII,
-    // or 4 continuation bytes end the range (never valid), check it all.
-    let cut = end // bytes[start..cut) is checked natively
-    for (let k = end - 1; k >= end - 4 && k >= start; k--) {
-      const byte = bytes[k]
-      if (byte < 0x80) break
-      if (byte >= 0xc0) {
-        cut = k
-        break
-      }
-    }
-    // The range before a lead byte (or the whole range) must be complete and
-    // well-formed: an incomplete sequence followed by a lead byte is invalid.
-    const prefix = start === 0 && cut === bytes.length ? bytes : bytes.subarray(start, cut)
-    if (!isUtf8(prefix)) return REJECT
-    i = cut
-  }
   while (i < end) {
     if (s === ACCEPT) {
-      // ASCII fast path: 4 bytes per test while no high bit is set.
-      while (i + 4 <= end && ((bytes[i] | bytes[i + 1] | bytes[i + 2] | bytes[i + 3]) & 0x80) === 0) i += 4
-      while (i < end && bytes[i] < 0x80) i++
-      if (i === end) break
+      if (end - i >= NATIVE_THRESHOLD) {
+        // At a character boundary with a long range left: check natively up
+        // to the start of the last (possibly incomplete) sequence, found by
+        // backing over at most 3 continuation bytes to a lead byte. If the last
+        // byte is ASCII, or 4 continuation bytes end the range (never valid),
+        // the whole rest is checked natively.
+        let cut = end // bytes[i..cut) is checked natively
+        for (let k = end - 1; k >= end - 4; k--) {
+          const byte = bytes[k]
+          if (byte < 0x80) break
+          if (byte >= 0xc0) {
+            cut = k
+            break
+          }
+        }
+        // Before a lead byte (or the end) the bytes must be complete and
+        // well-formed: an incomplete sequence followed by a lead byte is invalid.
+        if (!isUtf8(i === 0 && cut === bytes.length ? bytes : bytes.subarray(i, cut))) return REJECT
+        i = cut
+        if (i === end) break
+      } else {
+        // ASCII fast path: 4 bytes per test while no high bit is set.
+        while (i + 4 <= end && ((bytes[i] | bytes[i + 1] | bytes[i + 2] | bytes[i + 3]) & 0x80) === 0) i += 4
+        while (i < end && bytes[i] < 0x80) i++
+        if (i === end) break
+      }
     }
     s = TABLE[256 + s + TABLE[bytes[i]]]
     if (s === REJECT) return REJECT

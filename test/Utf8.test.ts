@@ -170,10 +170,13 @@ describe("Utf8.validate", () => {
         return encoded.subarray(0, encoded.length - truncate)
       })
     fc.assert(
-      fc.property(long, (input) => {
+      fc.property(long, fc.nat(), (input, rawSplit) => {
         const state = Utf8.validate(Utf8.ACCEPT, input, 0, input.length)
         expect(state).toBe(byteByByte(input))
         expect(verdict(state)).toBe(reference(input))
+        // resumed mid-character: the native path is taken once a boundary is reached
+        const split = rawSplit % (input.length + 1)
+        expect(Utf8.validate(Utf8.validate(Utf8.ACCEPT, input, 0, split), input, split, input.length)).toBe(state)
       }),
       { numRuns: 300 }
     )
