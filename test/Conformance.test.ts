@@ -375,6 +375,16 @@ describe("5 fragmentation", () => {
     await closeNormally(c)
   })
 
+  it("9.x shape: 1 MiB of text in 64-byte fragments is echoed (linear reassembly)", async () => {
+    const c = await connect()
+    const data = bytes("0123456789abcdef".repeat(65536))
+    const frames = Array.from({ length: data.length / 64 }, (_, i) =>
+      c.frame(i === 0 ? Text : Continuation, data.subarray(i * 64, i * 64 + 64), { fin: i === data.length / 64 - 1 }))
+    await c.write(Buffer.concat(frames), { size: 65536 })
+    expect((await c.expectMessage(5_000)).data).toEqual(data)
+    await closeNormally(c)
+  })
+
   it("empty fragments make an empty text message", async () => {
     const c = await connect()
     await c.write(Buffer.concat([c.frame(Text, "", { fin: false }), c.frame(Continuation, "", { fin: false }), c.frame(Continuation, "")]))

@@ -269,6 +269,90 @@ describe("HTTP errors", () => {
   })
 })
 
+describe("connection lifecycle", () => {
+  /** A server whose handlers report their close outcome to `outcomes`. */
+  const lifecycle = async () => {
+    const outcomes: Array<WebSocket.CloseOutcome> = []
+    let waiters: Array<() => void> = []
+    const record = (ws: WebSocket.WebSocket) =>
+      Effect.andThen(ws.closed, (outcome) =>
+        Effect.sync(() => {
+          outcomes.push(outcome)
+          for (const w of waiters) w()
+          waiters = []
+        }))
+    const started = await TestServer.start({
+      logLevel: "None",
+      routes: {
+        "/echo": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), TestServer.echo(ws)),
+        "/return": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), ws.send("bye")),
+        "/fail": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), Effect.fail("boom")),
+        "/die": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), Effect.die(new Error("defect")))
+      }
+    })
+    const nextOutcome = async (): Promise<WebSocket.CloseOutcome> => {
+      const deadline = Date.now() + 2000
+      while (outcomes.length === 0) {
+        if (Date.now() > deadline) throw new Error("no close outcome")
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve)
+          setTimeout(resolve, 50)
+        })
+      }
+      return outcomes.shift()!
+    }
+    return { ...started, nextOutcome }
+  }
+
+  it("a peer Close: the handler's outcome is clean, remote, with the peer's code and reason", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/echo" })
+    await c.sendClose(4001, "see you")
+    await c.expectClose(4001)
+    expect(await own.nextOutcome()).toEqual({ code: 4001, reason: "see you", clean: true, initiator: "remote" })
+    await own.close()
+  })
+
+  it("a protocol violation: the outcome is the violation's code, not clean, local", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/echo" })
+    await c.sendFrame(3, "")
+    await c.expectClose(1002)
+    expect(await own.nextOutcome()).toMatchObject({ code: 1002, clean: false, initiator: "local" })
+    await own.close()
+  })
+
+  it("a peer that drops TCP: the outcome is 1006, not clean", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/echo" })
+    c.end()
+    expect(await own.nextOutcome()).toMatchObject({ code: 1006, clean: false })
+    await own.close()
+  })
+
+  it("a handler that returns closes the connection with 1000", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/return" })
+    expect(await c.expectText()).toBe("bye")
+    await c.expectClose(1000)
+    expect(await own.nextOutcome()).toMatchObject({ code: 1000, clean: true, initiator: "local" })
+    await own.close()
+  })
+
+  it.each(["/fail", "/die"])("a handler that %s closes its connection with 1011 and touches no other", async (path) => {
+    const own = await lifecycle()
+    const other = await RawClient.connect(own.port, { path: "/echo" })
+    const c = await RawClient.connect(own.port, { path })
+    await c.expectClose(1011)
+    expect(await own.nextOutcome()).toMatchObject({ code: 1011, clean: true, initiator: "local" })
+    await other.sendText("still fine")
+    expect(await other.expectText()).toBe("still fine")
+    await other.sendClose(1000)
+    await other.expectClose(1000)
+    await own.close()
+  })
+})
+
 describe("graceful shutdown", () => {
   it("closing the server sends Close 1001 to an open connection; the handler sees the outcome", async () => {
     const outcome = Deferred.makeUnsafe<WebSocket.CloseOutcome>()
