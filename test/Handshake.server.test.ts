@@ -110,6 +110,24 @@ describe("101 Switching Protocols", () => {
     await closeNormally(c)
   })
 
+  it("ignores a permessage-deflate offer when compression is off", async () => {
+    const c = await RawClient.connect(server.port, { headers: { "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits" } })
+    expect(c.response.headers.has("sec-websocket-extensions")).toBe(false)
+    await c.sendText("plain")
+    expect(await c.expectText()).toBe("plain")
+    await closeNormally(c)
+  })
+
+  it("accepts permessage-deflate when compression is on", async () => {
+    await TestServer.withServer({ compression: {} }, async (port) => {
+      const c = await RawClient.connect(port, { allowRsv1: true, headers: { "Sec-WebSocket-Extensions": "permessage-deflate" } })
+      expect(c.response.headers.get("sec-websocket-extensions")).toMatch(/^permessage-deflate/)
+      await c.sendText("small, below the threshold")
+      expect(await c.expectText()).toBe("small, below the threshold")
+      await closeNormally(c)
+    })
+  })
+
   it("gives the handler the request: path, target, query, headers, remote address", async () => {
     const c = await RawClient.connect(server.port, { path: "/inspect?room=1&x=%20y", headers: { Origin: "http://example.com" } })
     expect(JSON.parse(await c.expectText())).toEqual({
@@ -229,6 +247,10 @@ describe("HTTP errors", () => {
     expect((await reject({ request })).status).toBe(400)
   })
 
+  it("400 for a request with a body", async () => {
+    expect((await reject({ headers: { "Content-Length": "5" } })).status).toBe(400)
+  })
+
   it("426 with Sec-WebSocket-Version: 13 for version 8", async () => {
     const answer = await reject({ headers: { "Sec-WebSocket-Version": "8" } })
     expect(answer.status).toBe(426)
@@ -287,7 +309,13 @@ describe("connection lifecycle", () => {
         "/echo": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), TestServer.echo(ws)),
         "/return": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), ws.send("bye")),
         "/fail": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), Effect.fail("boom")),
-        "/die": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), Effect.die(new Error("defect")))
+        "/die": (ws) => Effect.andThen(Effect.forkDetach(record(ws)), Effect.die(new Error("defect"))),
+        // closes with the code and reason given in the query, right after the upgrade
+        "/close": (ws) =>
+          Effect.andThen(
+            Effect.forkDetach(record(ws)),
+            ws.close(Number(ws.request.query.get("code")), ws.request.query.get("reason") ?? "")
+          )
       }
     })
     const nextOutcome = async (): Promise<WebSocket.CloseOutcome> => {
@@ -336,6 +364,60 @@ describe("connection lifecycle", () => {
     expect(await c.expectText()).toBe("bye")
     await c.expectClose(1000)
     expect(await own.nextOutcome()).toMatchObject({ code: 1000, clean: true, initiator: "local" })
+    await own.close()
+  })
+
+  it("a server Close: data, pings and a second Close from the peer before its answer are ignored; clean", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/close?code=4000&reason=bye" })
+    const close = await c.expectClose(4000, {
+      beforeReply: async () => {
+        await c.sendText("ignored")
+        await c.ping("not answered after our Close")
+      }
+    })
+    expect(close).toEqual({ code: 4000, reason: "bye" })
+    // the outcome reports the peer's answering Close (our client echoes the code, no reason)
+    expect(await own.nextOutcome()).toEqual({ code: 4000, reason: "", clean: true, initiator: "local" })
+    await own.close()
+  })
+
+  it("a server Close crossing the peer's Close (simultaneous close) ends cleanly", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/close?code=1000" })
+    await c.sendClose(1000)
+    await c.expectClose(1000)
+    expect(await own.nextOutcome()).toMatchObject({ code: 1000, clean: true })
+    await own.close()
+  })
+
+  it("a server Close the peer never answers: TCP ends after closeTimeout, outcome not clean", async () => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: "/close?code=1000" })
+    const started = Date.now()
+    await c.expectClose(1000, { reply: false, timeout: 1500 })
+    const elapsed = Date.now() - started
+    expect(elapsed).toBeGreaterThanOrEqual(400) // closeTimeout 500
+    // no Close received: 1006 (CloseOutcome.code)
+    expect(await own.nextOutcome()).toMatchObject({ code: 1006, clean: false, initiator: "local" })
+    await own.close()
+  })
+
+  it("a reason above 123 bytes is cut at a character boundary to fit the Close frame", async () => {
+    const own = await lifecycle()
+    const reason = "é".repeat(100) // 200 bytes
+    const c = await RawClient.connect(own.port, { path: `/close?code=4000&reason=${encodeURIComponent(reason)}` })
+    const close = await c.expectClose(4000)
+    expect(Buffer.byteLength(close.reason)).toBeLessThanOrEqual(123)
+    expect(reason.startsWith(close.reason)).toBe(true)
+    expect(close.reason.length).toBe(61)
+    await own.close()
+  })
+
+  it.each([1005, 1006, 1015, 999, 5000])("an application close with the unsendable code %i goes out as an empty Close", async (code) => {
+    const own = await lifecycle()
+    const c = await RawClient.connect(own.port, { path: `/close?code=${code}` })
+    expect((await c.expectClose()).code).toBe(1005) // 1005: no status code in the frame
     await own.close()
   })
 

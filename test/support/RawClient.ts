@@ -121,6 +121,8 @@ export interface ExpectCloseOptions {
   readonly timeout?: number
   /** Answer the server's Close when we have not sent one. Default true. */
   readonly reply?: boolean
+  /** Runs after the server's Close has arrived, before our reply (e.g. to send data the server must ignore). */
+  readonly beforeReply?: () => Promise<void>
 }
 
 const utf8 = new TextEncoder()
@@ -589,6 +591,7 @@ export class RawClient {
     if (code !== undefined && close.code !== code) {
       throw this.failure(`expected Close ${code}, got Close ${close.code} "${close.reason}"`)
     }
+    if (options.beforeReply !== undefined) await options.beforeReply()
     if (!this.sentClose && (options.reply ?? true)) {
       await this.sendClose(close.code === 1005 ? undefined : close.code)
     }
