@@ -368,9 +368,7 @@ describe("5 fragmentation", () => {
   it("a binary message in 200 fragments of 64 bytes is echoed", async () => {
     const c = await connect()
     const data = Uint8Array.from({ length: 200 * 64 }, (_, i) => i & 0xff)
-    const frames = Array.from({ length: 200 }, (_, i) =>
-      c.frame(i === 0 ? Binary : Continuation, data.subarray(i * 64, i * 64 + 64), { fin: i === 199 }))
-    await c.write(Buffer.concat(frames), { size: 1500 })
+    await c.write(c.fragments(Binary, data, 64), { size: 1500 })
     expect(await c.expectBinary()).toEqual(data)
     await closeNormally(c)
   })
@@ -378,9 +376,7 @@ describe("5 fragmentation", () => {
   it("9.x shape: 1 MiB of text in 64-byte fragments is echoed (linear reassembly)", async () => {
     const c = await connect()
     const data = bytes("0123456789abcdef".repeat(65536))
-    const frames = Array.from({ length: data.length / 64 }, (_, i) =>
-      c.frame(i === 0 ? Text : Continuation, data.subarray(i * 64, i * 64 + 64), { fin: i === data.length / 64 - 1 }))
-    await c.write(Buffer.concat(frames), { size: 65536 })
+    await c.write(c.fragments(Text, data, 64), { size: 65536 })
     expect((await c.expectMessage(5_000)).data).toEqual(data)
     await closeNormally(c)
   })
@@ -412,9 +408,7 @@ describe("6 UTF-8", () => {
 
   it.each(valid)("6.2/6.4 %s in one-byte fragments (code points split across frames) is echoed", async (_, text) => {
     const c = await connect()
-    const data = bytes(text)
-    const frames = Array.from(data, (_, i) => c.frame(i === 0 ? Text : Continuation, data.subarray(i, i + 1), { fin: i === data.length - 1 }))
-    await c.write(Buffer.concat(frames))
+    await c.write(c.fragments(Text, text, 1))
     expect(await c.expectText()).toBe(text)
     await closeNormally(c)
   })
@@ -454,9 +448,7 @@ describe("6 UTF-8", () => {
 
   it.each(invalid)("%s, one byte per fragment, is 1007", async (_, payload) => {
     const c = await connect()
-    const data = hex(payload)
-    const frames = Array.from(data, (_, i) => c.frame(i === 0 ? Text : Continuation, data.subarray(i, i + 1), { fin: i === data.length - 1 }))
-    await c.write(Buffer.concat(frames))
+    await c.write(c.fragments(Text, hex(payload), 1))
     await c.expectClose(1007)
   })
 
@@ -522,6 +514,28 @@ describe("6 UTF-8", () => {
       const c = await connect()
       await c.sendText(hex("cebae1bdb9cf83cebcceb5f4908080"), { fin: false })
       await c.expectClose(1007, { timeout: 1000 })
+    })
+
+    it("6.4.2 a sequence made invalid by the first byte of the 2nd fragment (F4 | 90) closes with 1007 before the 3rd", async () => {
+      const c = await connect()
+      await c.sendText(hex("cebae1bdb9cf83cebcceb5f4"), { fin: false })
+      await sleep(20)
+      await c.expectNothing(20)
+      await c.sendFrame(Continuation, hex("90"), { fin: false })
+      await c.expectClose(1007, { timeout: 1000 })
+      await c.sendFrame(Continuation, hex("8080656469746564"))
+    })
+
+    it("6.4.4 the same within one frame: chop 1 ends with F4, chop 2 is 90, 1007 before chop 3", async () => {
+      const c = await connect()
+      const frame = c.frame(Text, hex("cebae1bdb9cf83cebcceb5f4 90 8080656469746564"))
+      const cut1 = 6 + 12
+      await c.write(frame.subarray(0, cut1))
+      await sleep(20)
+      await c.expectNothing(20)
+      await c.write(frame.subarray(cut1, cut1 + 1))
+      await c.expectClose(1007, { timeout: 1000 })
+      await c.write(frame.subarray(cut1 + 1))
     })
 
     it("a code point split between chops of one frame is not an error", async () => {

@@ -470,6 +470,19 @@ export class RawClient {
     return out
   }
 
+  /**
+   * A message cut into frames of `size` bytes (the last one shorter): the
+   * first with `opcode`, the others continuations, FIN on the last. An empty
+   * message is one empty frame.
+   */
+  fragments(opcode: number, payload: string | Uint8Array, size: number): Uint8Array {
+    const data = bytes(payload)
+    const count = Math.max(1, Math.ceil(data.length / size))
+    const frames = Array.from({ length: count }, (_, i) =>
+      this.frame(i === 0 ? opcode : Frame.Opcode.Continuation, data.subarray(i * size, i * size + size), { fin: i === count - 1 }))
+    return concat(frames)
+  }
+
   /** Sends one masked frame (see `frame`). */
   sendFrame(opcode: number, payload: string | Uint8Array, options: FrameOptions = {}): Promise<void> {
     const out = this.frame(opcode, payload, options)
