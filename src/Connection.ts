@@ -13,9 +13,9 @@
  * one Close frame with its code. Frame syntax is `Frame`'s.
  *
  * Ownership: a `Bytes` chunk belongs to the machine once stepped (the decoder
- * unmasks it in place and delivered messages may be views into it). States
- * are immutable values; each step returns a new one (or the same one when
- * nothing changed).
+ * unmasks it in place and delivered messages may be views into it). A state
+ * is meant to be stepped once, like `Frame`'s decoder state inside it: the
+ * buffers of a message in progress are filled in place.
  *
  * @since 0.1.0
  */
@@ -41,10 +41,11 @@ export interface Options {
 type DataOpcode = typeof Frame.Opcode.Text | typeof Frame.Opcode.Binary
 
 /**
- * The fragments of the message being reassembled, newest first. A persistent
- * list: appending is O(1) and copies nothing; the message is concatenated once,
- * when its last frame arrives, so reassembly is linear in its size whatever
- * the number of fragments.
+ * The pieces of the message being reassembled, newest first: views of large
+ * fragments, and buffers into which runs of small fragments were copied. The
+ * message is concatenated once, when its last frame arrives, so reassembly is
+ * linear in its size whatever the number of fragments, and memory stays
+ * proportional to the bytes (a view per 1-byte fragment would cost ~100x).
  *
  * @since 0.1.0
  * @category states
@@ -68,9 +69,12 @@ export interface Open {
   readonly message: DataOpcode | undefined
   /** The message's first frame had RSV1 (permessage-deflate): no UTF-8 check here. */
   readonly compressed: boolean
-  /** Its complete fragments so far (non-empty ones), newest first. */
+  /** Its pieces so far, newest first (not counting `tail`). */
   readonly fragments: Fragments | undefined
-  /** Bytes in `fragments`. */
+  /** Where small fragments are being copied (`tail[0..tailUsed)` follows `fragments`). */
+  readonly tail: Uint8Array | undefined
+  readonly tailUsed: number
+  /** Bytes of the message so far, in `fragments` and `tail`. */
   readonly size: number
   /** UTF-8 DFA state after every validated byte of the message (ACCEPT when none). */
   readonly utf8: number
@@ -130,6 +134,8 @@ export const initial = (options: Options): State => ({
   message: undefined,
   compressed: false,
   fragments: undefined,
+  tail: undefined,
+  tailUsed: 0,
   size: 0,
   utf8: Utf8.ACCEPT,
   validated: 0
@@ -330,6 +336,8 @@ interface Progress {
   message: DataOpcode | undefined
   compressed: boolean
   fragments: Fragments | undefined
+  tail: Uint8Array | undefined
+  tailUsed: number
   size: number
   utf8: number
   validated: number
@@ -351,6 +359,8 @@ const receive = (open: Open, chunk: Uint8Array): StepResult => {
     message: open.message,
     compressed: open.compressed,
     fragments: open.fragments,
+    tail: open.tail,
+    tailUsed: open.tailUsed,
     size: open.size,
     utf8: open.utf8,
     validated: open.validated,
@@ -380,6 +390,8 @@ const receive = (open: Open, chunk: Uint8Array): StepResult => {
     message: progress.message,
     compressed: progress.compressed,
     fragments: progress.fragments,
+    tail: progress.tail,
+    tailUsed: progress.tailUsed,
     size: progress.size,
     utf8: progress.utf8,
     validated: progress.validated
@@ -466,10 +478,11 @@ const data = (progress: Progress, frame: Frame.Frame): Closed | undefined => {
     progress.utf8 = utf8
   }
   if (!frame.fin) {
-    if (payload.length > 0) progress.fragments = { bytes: payload, previous: progress.fragments }
+    append(progress, payload)
     progress.size = size
     return undefined
   }
+  seal(progress)
   const message = concat(progress.fragments, payload, size)
   const text = progress.message === Frame.Opcode.Text
   if (progress.compressed) progress.actions.push({ _tag: "DeliverCompressed", text, data: message })
@@ -519,6 +532,44 @@ const INVALID_UTF8 = "invalid UTF-8 in text"
 
 /** Fragments shorter than this are copied byte by byte (a native `set` costs more). */
 const SMALL_COPY = 16
+/** Fragments at least this long are kept as views (the view object then costs under 10%); shorter ones are copied. */
+const VIEW_MIN = 1024
+/** Capacity of the buffers small fragments are copied into: doubling from the first to the last. */
+const TAIL_FIRST = 256
+const TAIL_LAST = 65536
+
+/** Adds a non-final fragment to the message. */
+const append = (progress: Progress, payload: Uint8Array): void => {
+  const length = payload.length
+  if (length === 0) return
+  if (length >= VIEW_MIN) {
+    seal(progress)
+    progress.fragments = { bytes: payload, previous: progress.fragments }
+    return
+  }
+  let tail = progress.tail // the buffer being filled
+  if (tail === undefined || tail.length - progress.tailUsed < length) {
+    const capacity = tail === undefined ? TAIL_FIRST : Math.min(2 * tail.length, TAIL_LAST)
+    seal(progress)
+    tail = new Uint8Array(capacity < length ? length : capacity)
+    progress.tail = tail
+  }
+  const at = progress.tailUsed
+  if (length < SMALL_COPY) {
+    for (let j = 0; j < length; j++) tail[at + j] = payload[j]
+  } else {
+    tail.set(payload, at)
+  }
+  progress.tailUsed = at + length
+}
+
+/** Moves the filled part of `tail` to the pieces. */
+const seal = (progress: Progress): void => {
+  if (progress.tail === undefined) return
+  if (progress.tailUsed > 0) progress.fragments = { bytes: progress.tail.subarray(0, progress.tailUsed), previous: progress.fragments }
+  progress.tail = undefined
+  progress.tailUsed = 0
+}
 
 /** The whole message: the fragments (newest first) followed by `last`; one allocation, one copy of each byte. */
 const concat = (fragments: Fragments | undefined, last: Uint8Array, size: number): Uint8Array => {

@@ -365,6 +365,24 @@ describe("Connection messages", () => {
     expect(perInput[2]).toEqual([])
   })
 
+  it("reassembles a mix of small (copied) and large (viewed) fragments in order", () => {
+    const sizes = [3, 2000, 5, 1, 1500, 0, 300, 300, 7, 1024, 1023]
+    const total = sizes.reduce((a, b) => a + b, 0)
+    const message = Uint8Array.from({ length: total }, (_, i) => (i * 7 + 3) & 0xff)
+    const frames: Array<Uint8Array> = []
+    let at = 0
+    sizes.forEach((size, i) => {
+      frames.push(frame(i === 0 ? Opcode.Binary : Opcode.Continuation, message.subarray(at, at + size), { fin: i === sizes.length - 1 }))
+      at += size
+    })
+    expect(delivered(run(frames).actions)).toEqual([message])
+    const text = "é€😀abc".repeat(200)
+    const bytes = utf8(text)
+    const cuts = [1, 2, 1030, 1031, 2100, 3200]
+    const textFrames = chop(bytes, cuts).map((piece, i, all) => frame(i === 0 ? Opcode.Text : Opcode.Continuation, piece, { fin: i === all.length - 1 }))
+    expect(delivered(run([concat(textFrames)]).actions)).toEqual([text])
+  })
+
   it("a multi-byte character split across fragments is valid", () => {
     const euro = utf8("€") // E2 82 AC
     const { actions } = run([
@@ -435,8 +453,18 @@ describe("Connection messages", () => {
       for (let j = 0; j < fragment; j++) stream[at + 6 + j] = (i + j) & 0xff
     }
     const started = performance.now()
-    const { actions } = run([stream.subarray(0, stream.length >> 1), stream.subarray(stream.length >> 1)])
+    const lastFrame = stream.length - (6 + fragment)
+    const partway = run([stream.subarray(0, stream.length >> 1), stream.subarray(stream.length >> 1, lastFrame)])
+    const { actions } = run([stream.subarray(lastFrame)], OPTIONS, partway.state)
     const elapsed = performance.now() - started
+    // Memory stays proportional to the bytes: small fragments are copied into
+    // a few buffers rather than each kept as a view (~100 bytes of object per fragment).
+    expect(partway.state._tag).toBe("Open")
+    let pieces = 0
+    if (partway.state._tag === "Open") {
+      for (let piece = partway.state.fragments; piece !== undefined; piece = piece.previous) pieces++
+    }
+    expect(pieces).toBeLessThan(20)
     const [message] = delivered(actions)
     expect(message).toBeInstanceOf(Uint8Array)
     expect((message as Uint8Array).length).toBe(count * fragment)
