@@ -421,6 +421,18 @@ describe("connection lifecycle", () => {
     await own.close()
   })
 
+  it("a handler that never reads its messages still answers the peer's Close at once (RFC 6455 §5.5.1 'as soon as practical')", async () => {
+    // e.g. a broadcast-only handler waiting on `closed`; closeTimeout long so that a wait for it shows
+    await TestServer.withServer({ closeTimeout: 1500, routes: { "/ws": (ws) => ws.closed } }, async (port) => {
+      const c = await RawClient.connect(port)
+      await c.sendText("never read")
+      const started = Date.now()
+      await c.sendClose(1000)
+      await c.expectClose(1000, { timeout: 3000 })
+      expect(Date.now() - started).toBeLessThan(500)
+    })
+  })
+
   it.each(["/fail", "/die"])("a handler that %s closes its connection with 1011 and touches no other", async (path) => {
     const own = await lifecycle()
     const other = await RawClient.connect(own.port, { path: "/echo" })
