@@ -1,11 +1,14 @@
 /**
- * Every answer of the server to an upgrade request, over real TCP: the 101
- * and its headers (accept key, subprotocol, route headers), each HTTP error
- * (400, 404, 405, 408, 426, 431), the bytes that come with the request, and
- * graceful shutdown (Close 1001, seen by the handler as the close outcome).
+ * The server over real TCP, seen from a raw client: every answer to an
+ * upgrade request (101 and its headers: accept key, subprotocol, route
+ * headers, extensions; 400, 404, 405, 408, 426, 431, 503), the bytes that
+ * come with the request, the close outcomes the handler sees, server-side
+ * closes and failures (1000, 1011), permessage-deflate on the wire, the
+ * timers (keepalive, idle, lifetime), and graceful shutdown (Close 1001).
  */
 import { Buffer } from "node:buffer"
 import { createHash } from "node:crypto"
+import { constants as zlib, deflateRawSync, inflateRawSync } from "node:zlib"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -444,6 +447,87 @@ describe("connection lifecycle", () => {
     await other.sendClose(1000)
     await other.expectClose(1000)
     await own.close()
+  })
+})
+
+describe("permessage-deflate over TCP", () => {
+  const TAIL = Uint8Array.of(0x00, 0x00, 0xff, 0xff)
+  /** RFC 7692 §7.2.1: deflate with a sync flush, drop the 4-byte tail. */
+  const deflate = (data: string | Uint8Array): Uint8Array => {
+    const out = deflateRawSync(typeof data === "string" ? Buffer.from(data) : data, { finishFlush: zlib.Z_SYNC_FLUSH })
+    return out.subarray(0, out.length - 4)
+  }
+  const inflate = (data: Uint8Array): string =>
+    inflateRawSync(Buffer.concat([data, TAIL]), { finishFlush: zlib.Z_SYNC_FLUSH }).toString()
+  const offer = {
+    allowRsv1: true,
+    headers: { "Sec-WebSocket-Extensions": "permessage-deflate; client_no_context_takeover; server_no_context_takeover" }
+  }
+  const withDeflate = (body: (c: RawClient) => Promise<void>) =>
+    TestServer.withServer({ compression: { threshold: 0 } }, async (port) => body(await RawClient.connect(port, offer)))
+
+  it("inflates compressed messages (one frame and fragmented) and compresses the echo", () =>
+    withDeflate(async (c) => {
+      expect(c.response.headers.get("sec-websocket-extensions")).toContain("permessage-deflate")
+      await c.sendText(deflate("hello hello hello"), { rsv1: true })
+      const echo = await c.nextFrame()
+      expect([echo.opcode, echo.rsv1, echo.fin]).toEqual([Frame.Opcode.Text, true, true])
+      expect(inflate(echo.payload)).toBe("hello hello hello")
+      const d = deflate("fragmented compressed")
+      await c.sendText(d.subarray(0, 5), { rsv1: true, fin: false })
+      await c.sendFrame(Frame.Opcode.Continuation, d.subarray(5))
+      expect(inflate((await c.expectFrame(Frame.Opcode.Text)).payload)).toBe("fragmented compressed")
+      await c.sendClose(1000)
+      await c.expectClose(1000)
+    }))
+
+  it.each([
+    ["RSV1 on a continuation frame: 1002", 1002, async (c: RawClient) => {
+      await c.sendText(deflate("ab"), { rsv1: true, fin: false })
+      await c.sendFrame(Frame.Opcode.Continuation, deflate("cd"), { rsv1: true })
+    }],
+    ["RSV1 on a ping: 1002", 1002, (c: RawClient) => c.ping("x", { rsv1: true })],
+    ["data that does not inflate: 1007", 1007, (c: RawClient) => c.sendText(Uint8Array.of(0xff, 0xff, 0xff, 0xff), { rsv1: true })],
+    ["a text message that inflates to invalid UTF-8: 1007", 1007, (c: RawClient) => c.sendText(deflate(Uint8Array.of(0xed, 0xa0, 0x80)), { rsv1: true })],
+    ["a message that inflates beyond maxMessageSize: 1009", 1009, (c: RawClient) => c.sendBinary(deflate(new Uint8Array(2_000_000)), { rsv1: true })]
+  ] as const)("%s", (_, code, act) =>
+    withDeflate(async (c) => {
+      await act(c)
+      await c.expectClose(code)
+    }))
+})
+
+describe("timers", () => {
+  it("pings every pingInterval; a peer that answers stays open", async () => {
+    await TestServer.withServer({ pingInterval: 100, idleTimeout: 0 }, async (port) => {
+      const c = await RawClient.connect(port)
+      for (let i = 0; i < 3; i++) {
+        const ping = await c.expectFrame(Frame.Opcode.Ping, 1000)
+        await c.pong(ping.payload)
+      }
+      await c.sendText("alive")
+      expect(await c.expectText()).toBe("alive")
+      await c.sendClose(1000)
+      await c.expectClose(1000)
+    })
+  })
+
+  it("a peer silent for idleTimeout is closed with 1001", async () => {
+    await TestServer.withServer({ pingInterval: 0, idleTimeout: 200 }, async (port) => {
+      const c = await RawClient.connect(port)
+      const started = Date.now()
+      await c.expectClose(1001, { timeout: 1500 })
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150)
+    })
+  })
+
+  it("a connection is closed with 1001 after maxLifetime even when active", async () => {
+    await TestServer.withServer({ maxLifetime: 200 }, async (port) => {
+      const c = await RawClient.connect(port)
+      await c.sendText("busy")
+      expect(await c.expectText()).toBe("busy")
+      await c.expectClose(1001, { timeout: 1500 })
+    })
   })
 })
 
