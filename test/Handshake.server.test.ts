@@ -481,6 +481,18 @@ describe("permessage-deflate over TCP", () => {
       await c.expectClose(1000)
     }))
 
+  it.each([[1000, "a Close"], [1002, "a violation"]] as const)(
+    "compressed messages followed by %s in one write are all answered before the Close",
+    (code) =>
+      withDeflate(async (c) => {
+        const messages = [0, 1, 2].map((i) => c.frame(Frame.Opcode.Text, deflate(`message ${i} `.repeat(20)), { rsv1: true }))
+        const last = code === 1000 ? c.frame(Frame.Opcode.Close, Frame.encodeClose(1000, "")) : c.frame(3, "")
+        await c.write(Buffer.concat([...messages, last]))
+        for (let i = 0; i < 3; i++) expect(inflate((await c.expectFrame(Frame.Opcode.Text)).payload)).toBe(`message ${i} `.repeat(20))
+        await c.expectClose(code)
+      })
+  )
+
   it.each([
     ["RSV1 on a continuation frame: 1002", 1002, async (c: RawClient) => {
       await c.sendText(deflate("ab"), { rsv1: true, fin: false })
