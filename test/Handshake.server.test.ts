@@ -481,8 +481,8 @@ describe("permessage-deflate over TCP", () => {
       await c.expectClose(1000)
     }))
 
-  it.each([[1000, "a Close"], [1002, "a violation"]] as const)(
-    "compressed messages followed by %s in one write are all answered before the Close",
+  it.each([[1000, "a Close"], [1002, "a violation"]])(
+    "compressed messages then a Close or a violation (%i) in one write: all answered before the Close",
     (code) =>
       withDeflate(async (c) => {
         const messages = [0, 1, 2].map((i) => c.frame(Frame.Opcode.Text, deflate(`message ${i} `.repeat(20)), { rsv1: true }))
