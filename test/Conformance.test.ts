@@ -562,6 +562,21 @@ describe("7 close handling", () => {
     expect(await c.expectClose(1000)).toMatchObject({ code: 1000 })
   })
 
+  it("7.1.1 a message and a Close in one write: the message is echoed before the Close answer", async () => {
+    const c = await connect()
+    await c.write(Buffer.concat([c.frame(Text, "Hello World!"), c.frame(Close, Frame.encodeClose(1000, ""))]))
+    expect(await c.expectText()).toBe("Hello World!")
+    await c.expectClose(1000)
+  })
+
+  it("7.1.1 ten messages and a Close in one write: all echoed, in order, before the Close answer", async () => {
+    const c = await connect()
+    const messages = Array.from({ length: 10 }, (_, i) => c.frame(i % 2 === 0 ? Text : Binary, `m${i}`))
+    await c.write(Buffer.concat([...messages, c.frame(Close, Frame.encodeClose(1000, ""))]))
+    for (let i = 0; i < 10; i++) expect(Buffer.from((await c.expectMessage()).data).toString()).toBe(`m${i}`)
+    await c.expectClose(1000)
+  })
+
   it("7.1.2 two Close frames: one answer", async () => {
     const c = await connect()
     await c.write(Buffer.concat([c.frame(Close, Frame.encodeClose(1000, "")), c.frame(Close, Frame.encodeClose(1000, ""))]))
