@@ -453,7 +453,6 @@ const runConnection = <R>(
     state.drivers.add(driver)
     yield* Effect.addFinalizer(() => Effect.sync(() => driver.dispose()))
     const annotations = { connection: driver.id, remote: `${req.remoteAddress}:${req.remotePort}`, path: req.path }
-    driver.start(rest)
     const handlerFiber = yield* route.handler(driver.handle).pipe(
       Effect.exit,
       Effect.flatMap((exit) => {
@@ -469,6 +468,7 @@ const runConnection = <R>(
       }),
       Effect.forkScoped
     )
+    driver.start(rest)
     const outcome = yield* Deferred.await(driver.outcome)
     if (!outcome.clean && outcome.initiator === "local" && isViolation(outcome.code)) {
       yield* Effect.logWarning(`websock: connection failed with ${outcome.code}: ${outcome.reason}`).pipe(

@@ -148,6 +148,9 @@ let nextId = 1
 
 const EMPTY = new Uint8Array(0)
 
+/** Milliseconds a deferred close waits for a handler that has not subscribed to its messages. */
+const SUBSCRIBE_GRACE = 100
+
 /**
  * Drives one upgraded socket. Created by the server after a successful
  * handshake; not part of the public API.
@@ -186,6 +189,8 @@ export class Driver {
   private finalOutcome: CloseOutcome | undefined = undefined
   /** True while the handler holds a batch it took and has not come back for more. */
   private holding = false
+  /** True once the handler has asked for messages at all. */
+  private subscribed = false
   /**
    * The closing actions of a step that ended the connection while the handler
    * still had messages to handle: they wait until it has caught up, so that
@@ -232,6 +237,7 @@ export class Driver {
     const pull: Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done> = Effect.callback((resume) => {
       // Coming back for more means the previous batch has been handled.
       this.holding = false
+      this.subscribed = true
       if (this.deferred !== undefined && this.inbox.length === 0 && this.pendingInflates === 0) this.releaseDeferred()
       if (this.inbox.length > 0) {
         resume(Effect.succeed(this.takeInbox()))
@@ -412,7 +418,12 @@ export class Driver {
     this.sendState = before
     // Whatever the peer sends now is past its Close or past a violation.
     this.socket.pause()
-    this.deferTimer = setTimeout(() => this.releaseDeferred(), this.options.closeTimeout)
+    // A handler that has not asked for messages yet gets a short grace to
+    // start (its fiber may not have run yet); one that never reads them must
+    // not delay our answer to the peer's Close (RFC 6455 §5.5.1, "as soon as
+    // practical").
+    const wait = this.subscribed ? this.options.closeTimeout : Math.min(this.options.closeTimeout, SUBSCRIBE_GRACE)
+    this.deferTimer = setTimeout(() => this.releaseDeferred(), wait)
     this.deferTimer.unref?.()
     this.afterRead()
   }
