@@ -167,11 +167,27 @@ export const readToClose = async (
 }
 
 /**
- * Answers the server's Close with `code` and waits for the server to end TCP.
+ * Answers the server's Close with `code`, waits for the server to end TCP,
+ * then ends ours.
  *
  * @since 0.1.0
  */
 export const answerClose = async (c: RawClient, code: number): Promise<void> => {
   await c.sendClose(code)
   await c.expectEnd()
+  c.end()
+}
+
+/**
+ * Closes from the client's side with 1000: sends Close, reads past Pings to
+ * the server's answer, waits for the server to end TCP, then ends ours.
+ *
+ * @since 0.1.0
+ */
+export const closeFromClient = async (c: RawClient): Promise<{ readonly code: number; readonly reason: string }> => {
+  await c.sendClose(1000)
+  const close = await readToClose(c)
+  await c.expectEnd()
+  c.end()
+  return close
 }
