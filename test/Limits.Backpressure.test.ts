@@ -21,6 +21,16 @@ import * as TestServer from "./support/TestServer.ts"
 
 afterEach(() => RawClient.destroyAll())
 
+/** Runs `body` against a fresh server; destroys every client before the shutdown (a failed test does not wait for its closing handshake). */
+const withServer = (options: TestServer.TestOptions, body: (port: number) => Promise<void>): Promise<void> =>
+  TestServer.withServer(options, async (port) => {
+    try {
+      await body(port)
+    } finally {
+      RawClient.destroyAll()
+    }
+  })
+
 const KiB = 1024
 /** The size of the messages sent; a frame adds a 4-byte header. */
 const M = 16 * KiB
@@ -70,12 +80,18 @@ describe("outbound backpressure", () => {
   it("\"wait\": send suspends while bufferedAmount is above highWaterMark; a late reader gets every message in order", async () => {
     const highWaterMark = 64 * KiB
     const p = probe(Number.MAX_SAFE_INTEGER)
-    await TestServer.withServer(
+    await withServer(
       { highWaterMark, maxBufferedAmount: 1024 * KiB, overflow: "wait", closeTimeout: 1_000, routes: { "/ws": producer(p) } },
       async (port) => {
         const c = await RawClient.connect(port)
         c.socket.pause()
-        const stalled = await settled("the handler's completed sends", () => p.sent, { sample: sample(p), timeout: 6_000 })
+        // the sends stop growing, with the buffer above the mark (a pause of the
+        // machine alone would leave it below)
+        const deadline = Date.now() + 6_000
+        let stalled = await settled("the handler's completed sends", () => p.sent, { sample: sample(p), timeout: 6_000 })
+        while (buffered(p.ws) <= highWaterMark && Date.now() < deadline) {
+          stalled = await settled("the handler's completed sends", () => p.sent, { sample: sample(p), timeout: 6_000 })
+        }
         expect(stalled).toBeGreaterThan(0)
         // suspended because the buffer is above the mark, and not much above it
         const now = buffered(p.ws)
@@ -96,13 +112,13 @@ describe("outbound backpressure", () => {
 
   it("\"wait\": send does not hang when highWaterMark is below the socket's own 16 KiB buffer", async () => {
     const p = probe(50)
-    await TestServer.withServer(
+    await withServer(
       { highWaterMark: 1 * KiB, overflow: "wait", routes: { "/ws": (ws) => producer(p)(ws).pipe(Effect.asVoid) } },
       async (port) => {
         const c = await RawClient.connect(port)
         // the client reads: every send must complete
         for (let i = 0; i < 50; i++) {
-          expect(numberOf(await c.expectBinary(1_000))).toBe(i)
+          expect(numberOf(await c.expectBinary(500))).toBe(i)
         }
         await c.expectClose(1000)
         expect(p.sent).toBe(50)
@@ -124,12 +140,12 @@ describe("outbound backpressure", () => {
 
     it("\"drop\": every send completes, the excess is counted in droppedMessages, bufferedAmount stays near the ceiling", async () => {
       const p = probe(total)
-      await TestServer.withServer(
+      await withServer(
         { highWaterMark, maxBufferedAmount, overflow: "drop", closeTimeout: 1_000, routes: { "/ws": producer(p) } },
         async (port) => {
           const c = await RawClient.connect(port)
           c.socket.pause()
-          await until("every send to complete", () => p.done, 3_000, () => `${p.sent} of ${total} completed, ${buffered(p.ws)} bytes buffered`)
+          await until("every send to complete", () => p.done, 1_500, () => `${p.sent} of ${total} completed, ${buffered(p.ws)} bytes buffered`)
           expect(p.error).toBeUndefined()
           expect(p.dropped).toBeGreaterThan(0)
           expect(p.maxBuffered).toBeLessThanOrEqual(maxBufferedAmount + M + HEADERS)
@@ -153,12 +169,12 @@ describe("outbound backpressure", () => {
 
     it("\"close\": the connection is closed with 1008 and send fails with BufferOverflow", async () => {
       const p = probe(total)
-      await TestServer.withServer(
+      await withServer(
         { highWaterMark, maxBufferedAmount, overflow: "close", closeTimeout: 1_000, routes: { "/ws": producer(p) } },
         async (port) => {
           const c = await RawClient.connect(port)
           c.socket.pause()
-          await until("send to fail", () => p.done, 3_000, () => `${p.sent} of ${total} completed, ${buffered(p.ws)} bytes buffered`)
+          await until("send to fail", () => p.done, 1_500, () => `${p.sent} of ${total} completed, ${buffered(p.ws)} bytes buffered`)
           expect(p.error).toBeInstanceOf(WebSocketError)
           const error = p.error as WebSocketError
           expect(error.reason._tag).toBe("BufferOverflow")
@@ -175,7 +191,7 @@ describe("outbound backpressure", () => {
   it("automatic Pongs to a peer that floods Pings and never reads: the server stops reading, its buffer stays bounded", async () => {
     const maxBufferedAmount = 256 * KiB
     const p = probe(0)
-    await TestServer.withServer(
+    await withServer(
       {
         maxBufferedAmount,
         routes: {
@@ -211,7 +227,7 @@ describe("inbound backpressure", () => {
     const gate = Deferred.makeUnsafe<void>()
     const batches: Array<number> = []
     const received: Array<number> = []
-    await TestServer.withServer(
+    await withServer(
       {
         inboxHighWaterMark,
         closeTimeout: 1_000,
