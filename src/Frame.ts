@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { isUtf8 } from "node:buffer"
+import { Buffer, isUtf8 } from "node:buffer"
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -426,7 +426,9 @@ const view = (chunk: Uint8Array, start: number, length: number): Uint8Array =>
  */
 const allocate = (length: number): Uint8Array | undefined => {
   try {
-    return new Uint8Array(length)
+    // Not zero-filled: every byte is overwritten by the payload before the
+    // frame is emitted, and `partial` exposes only the bytes received.
+    return Buffer.allocUnsafeSlow(length)
   } catch {
     return undefined
   }
