@@ -453,7 +453,9 @@ const runConnection = <R>(
     state.drivers.add(driver)
     yield* Effect.addFinalizer(() => Effect.sync(() => driver.dispose()))
     const annotations = { connection: driver.id, remote: `${req.remoteAddress}:${req.remotePort}`, path: req.path }
-    const handlerFiber = yield* route.handler(driver.handle).pipe(
+    // Suspended, so that a handler that throws before returning its Effect is
+    // a defect of its own connection (1011), like one that dies inside it.
+    const handlerFiber = yield* Effect.suspend(() => route.handler(driver.handle)).pipe(
       Effect.exit,
       Effect.flatMap((exit) => {
         if (Exit.isSuccess(exit)) {
