@@ -550,6 +550,8 @@ export class Driver {
       for (let i = 0; i < n; i++) socket.write(out[i]!)
       socket.uncork()
     }
+    // 'drain' only follows a write() that returned false (the socket's own mark, 64 KiB)
+    if (this.drainWaiters.length > 0 || this.pausedFor !== 0) socket.write(EMPTY, this.onDrain)
   }
 
   bufferedAmount(): number {
@@ -591,7 +593,7 @@ export class Driver {
         this.sendOne(message, false, false)
       }
     }
-    return this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
+    return this.options.overflow === "wait" && this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
   }
 
   /**
@@ -618,7 +620,9 @@ export class Driver {
     this.deflateChain = chained.catch(() => {})
     return Effect.andThen(
       Effect.promise(() => chained),
-      Effect.suspend(() => (this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void))
+      Effect.suspend(() =>
+        this.options.overflow === "wait" && this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
+      )
     )
   }
 
@@ -698,6 +702,8 @@ export class Driver {
     this.heartbeat = undefined
     if (this.state._tag !== "Open") return
     const { idleTimeout, pingInterval } = this.options
+    // A peer we stopped reading (our handler is behind) is not idle.
+    if ((this.pausedFor & 1) !== 0) this.lastReceived = Date.now()
     if (idleTimeout > 0 && Date.now() - this.lastReceived >= idleTimeout) {
       this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "idle timeout" })
       return
