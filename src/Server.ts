@@ -30,13 +30,12 @@
  */
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import { ServerError, WebSocketError } from "./Errors.ts"
 import * as Frame from "./Frame.ts"
@@ -172,32 +171,14 @@ export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServe
     const runPromise = Effect.runPromiseWith(context)
     const state: ServerState = {
       shuttingDown: false,
-      handshaking: new Set(),
+      handshaking: new Map(),
       drivers: new Set(),
       active: 0,
       idleWaiters: []
     }
+    const runtime: Runtime<R> = { settings, state, runFork, runPromise }
     const server = Net.createServer({ pauseOnConnect: true, noDelay: true })
-    server.on("connection", (socket) => {
-      socket.on("error", ignore)
-      if (state.shuttingDown || state.active >= settings.maxConnections) {
-        reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
-        return
-      }
-      state.active++
-      runFork(
-        handleSocket(socket, settings, state, runPromise).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            state.active--
-            if (state.active === 0) {
-              const waiters = state.idleWaiters
-              state.idleWaiters = []
-              for (const w of waiters) w()
-            }
-          }))
-        )
-      )
-    })
+    server.on("connection", (socket) => accept(socket, runtime))
     yield* Effect.callback<void, ServerError>((resume) => {
       const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: "ListenFailed", cause })))
       server.once("error", onError)
@@ -256,7 +237,8 @@ interface Settings<R> {
 
 interface ServerState {
   shuttingDown: boolean
-  readonly handshaking: Set<Net.Socket>
+  /** Sockets reading their request head, by the function that abandons the read. */
+  readonly handshaking: Map<() => void, Net.Socket>
   readonly drivers: Set<WebSocket.Driver>
   /** Accepted sockets not yet ended (handshaking or upgraded). */
   active: number
@@ -316,170 +298,220 @@ type HeadOutcome =
   | { readonly _tag: "Timeout" }
   | { readonly _tag: "Gone" }
 
-/** Reads the request head; leaves the socket paused, holding any later bytes. */
-const readHead = (socket: Net.Socket, maxHeadSize: number, timeout: number) =>
-  Effect.callback<HeadOutcome>((resume) => {
-    let state = Handshake.initialHead(maxHeadSize) // the head read so far
-    const cleanup = () => {
-      socket.pause()
-      socket.off("data", onData)
-      socket.off("end", onGone)
-      socket.off("close", onGone)
-      clearTimeout(timer)
-    }
-    const onData = (chunk: Uint8Array) => {
-      const result = Handshake.feedHead(state, chunk)
-      if (result._tag === "Incomplete") {
-        state = result.state
-        return
-      }
-      cleanup()
-      resume(Effect.succeed(result))
-    }
-    const onGone = () => {
-      cleanup()
-      resume(Effect.succeed({ _tag: "Gone" }))
-    }
-    const timer = setTimeout(() => {
-      cleanup()
-      resume(Effect.succeed({ _tag: "Timeout" }))
-    }, timeout)
-    socket.on("data", onData)
-    socket.once("end", onGone)
-    socket.once("close", onGone)
-    socket.resume()
-    return Effect.sync(cleanup)
-  })
+/**
+ * Reads the request head, then calls `done` once; leaves the socket paused,
+ * holding any later bytes for the connection. Returns a function that
+ * abandons the read.
+ */
+const readHead = (socket: Net.Socket, maxHeadSize: number, timeout: number, done: (outcome: HeadOutcome) => void): () => void => {
+  let state = Handshake.initialHead(maxHeadSize) // the head read so far
+  let finished = false // the read is over (`done` called, or abandoned)
+  const finish = (outcome: HeadOutcome | undefined) => {
+    if (finished) return
+    finished = true
+    socket.pause()
+    socket.off("data", onData)
+    socket.off("end", onGone)
+    socket.off("close", onGone)
+    clearTimeout(timer)
+    if (outcome !== undefined) done(outcome)
+  }
+  const onData = (chunk: Uint8Array) => {
+    const result = Handshake.feedHead(state, chunk)
+    if (result._tag === "Incomplete") state = result.state
+    else finish(result)
+  }
+  const onGone = () => finish({ _tag: "Gone" })
+  const timer = setTimeout(() => finish({ _tag: "Timeout" }), timeout)
+  socket.on("data", onData)
+  socket.once("end", onGone)
+  socket.once("close", onGone)
+  socket.resume()
+  // Abandons the read without calling `done` (shutdown answers the socket itself).
+  return () => finish(undefined)
+}
 
-const closedCode = (cause: Cause.Cause<unknown>): boolean => {
+const isConnectionClosed = (cause: Cause.Cause<unknown>): boolean => {
   const error = Cause.findErrorOption(cause)
   return error._tag === "Some" && error.value instanceof WebSocketError && error.value.reason._tag === "ConnectionClosed"
 }
 
-const handleSocket = <R>(
-  socket: Net.Socket,
-  settings: Settings<R>,
-  state: ServerState,
-  runPromise: <A, E>(effect: Effect.Effect<A, E, R>) => Promise<A>
-): Effect.Effect<void, never, R> =>
-  Effect.gen(function*() {
-    state.handshaking.add(socket)
-    const head = yield* readHead(socket, settings.maxHeadSize, settings.handshakeTimeout).pipe(
-      Effect.ensuring(Effect.sync(() => state.handshaking.delete(socket)))
-    )
+/** What the server needs to run connections. */
+interface Runtime<R> {
+  readonly settings: Settings<R>
+  readonly state: ServerState
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E, R>) => Fiber.Fiber<A, E>
+  readonly runPromise: <A, E>(effect: Effect.Effect<A, E, R>) => Promise<A>
+}
+
+/**
+ * Takes an accepted socket through the handshake. No fiber exists until the
+ * upgrade succeeds: a connection's fiber is its handler's.
+ */
+const accept = <R>(socket: Net.Socket, runtime: Runtime<R>): void => {
+  const { settings, state } = runtime
+  socket.on("error", ignore)
+  if (state.shuttingDown || state.active >= settings.maxConnections) {
+    reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
+    return
+  }
+  state.active++
+  const cancel = readHead(socket, settings.maxHeadSize, settings.handshakeTimeout, (head) => {
+    state.handshaking.delete(cancel)
     const linger = settings.closeTimeout
     switch (head._tag) {
       case "Gone":
         socket.destroy()
-        return
+        return ended(state)
       case "Timeout":
-        return reject(socket, 408, "request head not received in time", linger)
+        return rejectAndEnd(socket, 408, "request head not received in time", linger, state)
       case "TooLarge":
-        return reject(socket, 431, "request head too large", linger)
+        return rejectAndEnd(socket, 431, "request head too large", linger, state)
       case "Malformed":
-        return reject(socket, 400, head.reason, linger)
+        return rejectAndEnd(socket, 400, head.reason, linger, state)
       case "Complete":
-        break
+        return upgrade(socket, head.request, head.rest, runtime)
     }
-    const request = head.request
-    if (state.shuttingDown) return reject(socket, 503, "server shutting down", linger)
-    const upgrade = Handshake.validateUpgrade(request)
-    if (upgrade._tag === "Reject") return reject(socket, upgrade.status, upgrade.reason, linger, upgrade.headers)
-    const route = settings.routes.get(request.path)
-    if (route === undefined) return reject(socket, 404, "no route for this path", linger)
-    const req: WebSocket.Request = {
-      method: request.method,
-      target: request.target,
-      path: request.path,
-      query: request.query,
-      headers: request.headers,
-      remoteAddress: socket.remoteAddress,
-      remotePort: socket.remotePort
-    }
-    let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
-    let extensions: string | undefined = undefined
-    if (settings.compression !== undefined && upgrade.extensions.length > 0) {
-      const negotiation = PerMessageDeflate.negotiate(upgrade.extensions, settings.compression)
-      if (negotiation._tag === "Rejected") return reject(socket, 400, negotiation.reason, linger)
-      if (negotiation._tag === "Accepted") {
-        negotiated = negotiation.params
-        extensions = negotiation.header
-      }
-    }
-    const chosen = route.protocol?.(upgrade.protocols, req)
-    const protocol = chosen !== undefined && upgrade.protocols.includes(chosen) ? chosen : undefined
-    const extra = route.headers?.(req) ?? []
-    const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
-    if (headers.length !== extra.length) {
-      yield* Effect.logWarning("websock: dropped invalid response headers from the route").pipe(
-        Effect.annotateLogs({ path: request.path })
-      )
-    }
-    socket.write(Handshake.response101({ accept: Handshake.acceptKey(upgrade.key), protocol, extensions, headers }))
-    yield* Effect.scoped(runConnection(socket, settings, state, route, req, protocol, extensions, negotiated, head.rest, runPromise))
   })
+  state.handshaking.set(cancel, socket)
+}
 
-const runConnection = <R>(
+const rejectAndEnd = (
   socket: Net.Socket,
-  settings: Settings<R>,
+  status: number,
+  reason: string,
+  linger: number,
   state: ServerState,
+  headers?: ReadonlyArray<readonly [string, string]>
+): void => {
+  socket.once("close", () => ended(state))
+  reject(socket, status, reason, linger, headers)
+}
+
+/** One accepted socket has ended (answered and closed, or upgraded and finished). */
+const ended = (state: ServerState): void => {
+  state.active--
+  if (state.active === 0 && state.idleWaiters.length > 0) {
+    const waiters = state.idleWaiters
+    state.idleWaiters = []
+    for (const w of waiters) w()
+  }
+}
+
+/** Answers the upgrade request, then runs the connection. */
+const upgrade = <R>(socket: Net.Socket, request: Handshake.Request, rest: Uint8Array, runtime: Runtime<R>): void => {
+  const { settings, state } = runtime
+  const linger = settings.closeTimeout
+  if (state.shuttingDown) return rejectAndEnd(socket, 503, "server shutting down", linger, state)
+  const decision = Handshake.validateUpgrade(request)
+  if (decision._tag === "Reject") return rejectAndEnd(socket, decision.status, decision.reason, linger, state, decision.headers)
+  const route = settings.routes.get(request.path)
+  if (route === undefined) return rejectAndEnd(socket, 404, "no route for this path", linger, state)
+  const req: WebSocket.Request = {
+    method: request.method,
+    target: request.target,
+    path: request.path,
+    query: request.query,
+    headers: request.headers,
+    remoteAddress: socket.remoteAddress,
+    remotePort: socket.remotePort
+  }
+  let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
+  let extensions: string | undefined = undefined
+  if (settings.compression !== undefined && decision.extensions.length > 0) {
+    const negotiation = PerMessageDeflate.negotiate(decision.extensions, settings.compression)
+    if (negotiation._tag === "Rejected") return rejectAndEnd(socket, 400, negotiation.reason, linger, state)
+    if (negotiation._tag === "Accepted") {
+      negotiated = negotiation.params
+      extensions = negotiation.header
+    }
+  }
+  const chosen = route.protocol?.(decision.protocols, req)
+  const protocol = chosen !== undefined && decision.protocols.includes(chosen) ? chosen : undefined
+  const extra = route.headers?.(req) ?? []
+  const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
+  if (headers.length !== extra.length) {
+    runtime.runFork(Effect.logWarning("websock: dropped invalid response headers from the route").pipe(
+      Effect.annotateLogs({ path: request.path })
+    ))
+  }
+  socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
+  run(socket, route, req, protocol, extensions, negotiated, rest, runtime)
+}
+
+/**
+ * Runs an upgraded connection: a `Driver` for the socket, and the handler in
+ * a fiber with a scope of its own (closed when the handler ends). The
+ * connection has ended when both the socket has closed and the handler has
+ * returned.
+ */
+const run = <R>(
+  socket: Net.Socket,
   route: Route<R>,
   req: WebSocket.Request,
   protocol: string | undefined,
   extensions: string | undefined,
   negotiated: PerMessageDeflate.Negotiated | undefined,
   rest: Uint8Array,
-  runPromise: <A, E>(effect: Effect.Effect<A, E, R>) => Promise<A>
-): Effect.Effect<void, never, R | Scope.Scope> =>
-  Effect.gen(function*() {
-    const codec = negotiated !== undefined && settings.compression !== undefined
-      ? yield* PerMessageDeflate.make(negotiated, settings.compression)
-      : undefined
-    const socketClosed = Deferred.makeUnsafe<void>()
-    const driver = new WebSocket.Driver(
-      socket,
-      settings.driver,
-      req,
-      protocol,
-      extensions,
-      codec,
-      settings.compression?.threshold ?? 0,
-      runPromise,
-      (d) => {
-        state.drivers.delete(d)
-        Deferred.doneUnsafe(socketClosed, Effect.void)
+  runtime: Runtime<R>
+): void => {
+  const { settings, state } = runtime
+  // zlib contexts live in a scope of the connection's, closed when it ends.
+  const codecScope = negotiated !== undefined ? Scope.makeUnsafe() : undefined
+  const codec = negotiated !== undefined && codecScope !== undefined && settings.compression !== undefined
+    ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, settings.compression), codecScope))
+    : undefined
+  let pending = 2 // the socket's close and the handler's end
+  const done = () => {
+    if (--pending > 0) return
+    if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
+    ended(state)
+  }
+  const driver = new WebSocket.Driver(
+    socket,
+    settings.driver,
+    req,
+    protocol,
+    extensions,
+    codec,
+    settings.compression?.threshold ?? 0,
+    runtime.runPromise,
+    (d, outcome) => {
+      state.drivers.delete(d)
+      if (!outcome.clean && outcome.initiator === "local" && isViolation(outcome.code)) {
+        runtime.runFork(Effect.logWarning(`websock: connection failed with ${outcome.code}: ${outcome.reason}`).pipe(
+          Effect.annotateLogs(annotations(d))
+        ))
       }
-    )
-    state.drivers.add(driver)
-    yield* Effect.addFinalizer(() => Effect.sync(() => driver.dispose()))
-    const annotations = { connection: driver.id, remote: `${req.remoteAddress}:${req.remotePort}`, path: req.path }
-    // Suspended, so that a handler that throws before returning its Effect is
-    // a defect of its own connection (1011), like one that dies inside it.
-    const handlerFiber = yield* Effect.suspend(() => route.handler(driver.handle)).pipe(
-      Effect.exit,
-      Effect.flatMap((exit) => {
-        if (Exit.isSuccess(exit)) {
-          return Effect.sync(() => driver.input({ _tag: "Close", code: Frame.CloseCode.Normal, reason: "" }))
-        }
-        const cause = exit.cause
-        if (Cause.hasInterruptsOnly(cause) || closedCode(cause)) return Effect.void
-        driver.input({ _tag: "Close", code: Frame.CloseCode.InternalError, reason: "internal error" })
-        return Effect.logError("websock: handler failed; connection closed with 1011", cause).pipe(
-          Effect.annotateLogs(annotations)
-        )
-      }),
-      Effect.forkScoped
-    )
-    driver.start(rest)
-    const outcome = yield* Deferred.await(driver.outcome)
-    if (!outcome.clean && outcome.initiator === "local" && isViolation(outcome.code)) {
-      yield* Effect.logWarning(`websock: connection failed with ${outcome.code}: ${outcome.reason}`).pipe(
-        Effect.annotateLogs(annotations)
-      )
+      done()
     }
-    yield* Deferred.await(socketClosed)
-    yield* Fiber.await(handlerFiber)
+  )
+  state.drivers.add(driver)
+  // Suspended, so that a handler that throws before returning its Effect is
+  // a defect of its own connection (1011), like one that dies inside it.
+  const fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit)) {
+      driver.input({ _tag: "Close", code: Frame.CloseCode.Normal, reason: "" })
+    } else if (!Cause.hasInterruptsOnly(exit.cause) && !isConnectionClosed(exit.cause)) {
+      driver.input({ _tag: "Close", code: Frame.CloseCode.InternalError, reason: "internal error" })
+      runtime.runFork(Effect.logError("websock: handler failed; connection closed with 1011", exit.cause).pipe(
+        Effect.annotateLogs(annotations(driver))
+      ))
+    } else if (Cause.hasInterruptsOnly(exit.cause)) {
+      // Interrupted (server shutdown past its timeout): the connection goes too.
+      driver.dispose()
+    }
+    done()
   })
+  driver.start(rest)
+}
+
+const annotations = (driver: WebSocket.Driver) => ({
+  connection: driver.id,
+  remote: `${driver.handle.request.remoteAddress}:${driver.handle.request.remotePort}`,
+  path: driver.handle.request.path
+})
 
 const isViolation = (code: number): boolean =>
   code === Frame.CloseCode.ProtocolError || code === Frame.CloseCode.InvalidPayload ||
@@ -489,8 +521,10 @@ const shutdown = (server: Net.Server, state: ServerState, settings: Settings<unk
   Effect.gen(function*() {
     state.shuttingDown = true
     server.close()
-    for (const socket of state.handshaking) {
-      reject(socket, 503, "server shutting down", settings.closeTimeout)
+    for (const [cancel, socket] of state.handshaking) {
+      state.handshaking.delete(cancel)
+      cancel()
+      rejectAndEnd(socket, 503, "server shutting down", settings.closeTimeout, state)
     }
     for (const driver of state.drivers) {
       driver.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "server shutting down" })

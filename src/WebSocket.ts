@@ -213,8 +213,8 @@ export class Driver {
   readonly deflateThreshold: number
   /** Runs an effect detached (compression work); provided by the server. */
   readonly runEffect: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
-  /** Called once, when the socket has closed. */
-  readonly onEnd: (driver: Driver) => void
+  /** Called once, when the socket has closed, with the outcome. */
+  readonly onEnd: (driver: Driver, outcome: CloseOutcome) => void
 
   constructor(
     socket: Net.Socket,
@@ -225,7 +225,7 @@ export class Driver {
     codec: PerMessageDeflate.Codec | undefined,
     deflateThreshold: number,
     runEffect: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>,
-    onEnd: (driver: Driver) => void
+    onEnd: (driver: Driver, outcome: CloseOutcome) => void
   ) {
     this.socket = socket
     this.options = options
@@ -314,7 +314,7 @@ export class Driver {
     this.releaseDeferred()
     this.input({ _tag: "EndOfStream" })
     this.dispose()
-    this.onEnd(this)
+    this.onEnd(this, this.finalOutcome!)
   }
 
   private readonly onDrain = (): void => {
