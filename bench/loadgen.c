@@ -67,15 +67,21 @@ static int o_open_par = 128;
 static double o_timeout = 30;
 static int o_deflate = 0;
 static int o_verify = 0;
+static int o_echo_once = 0;
+static int o_allow_masked = 0;
 
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port N [--host 127.0.0.1] [--path /ws]\n"
           "               [--conns N] [--size BYTES] [--text|--binary] [--depth N]\n"
           "               [--seconds T] [--warmup T] [--pid PID] [--deflate] [--verify]\n"
-          "       loadgen --idle --port N --conns N --pid PID [--hold T]\n"
+          "       loadgen --idle --port N --conns N --pid PID [--hold T] [--echo-once]\n"
+          "  --echo-once    (idle) every connection echoes one message first, e.g. so that\n"
+          "                 permessage-deflate contexts exist when the RSS is read\n"
           "  --open-par N   handshakes in progress at once (default 128)\n"
-          "  --timeout T    seconds allowed for all handshakes (default 30)\n");
+          "  --timeout T    seconds allowed for all handshakes (default 30)\n"
+          "  --allow-masked accept masked server frames (a raw TCP reflector as the ceiling);\n"
+          "                 without it they fail the connection (RFC 6455 5.1)\n");
 }
 
 /* ---------------------------------------------------------------- time, cpu */
@@ -280,7 +286,9 @@ typedef struct {
   /* receive parser */
   uint8_t hdr[14];
   uint8_t hdr_have;
-  uint8_t frame_fin, frame_ctrl, in_msg, msg_op, msg_rsv1;
+  uint8_t frame_fin, frame_ctrl, in_msg, msg_op, msg_rsv1, frame_masked;
+  uint8_t mask[4];     /* the current frame's key, when a reflector sends masked frames */
+  uint64_t frame_pos;  /* payload bytes of the current frame seen so far */
   uint64_t pay_left;   /* payload bytes of the current frame not yet seen */
   uint64_t msg_bytes;  /* payload bytes of the current message so far */
 } conn_t;
@@ -306,15 +314,22 @@ static int n_open, n_pending, n_hs_done;
 static int sending, measuring;
 
 /* counters (reset when measuring starts) */
+static uint64_t m_bad_data; /* --verify: echoes whose bytes differ */
 static uint64_t m_msgs, m_errors, m_bad_len, m_bad_op, m_ctrl, m_closed, m_hs_fail, m_reads, m_writes, m_rbytes,
     m_wbytes;
 
-static void conn_kill(conn_t *c, int error) {
+static const char *first_error; /* the first reason a connection failed, for the report */
+static const char *proto_why;   /* why on_header rejected a frame */
+
+/* close a connection: `why` is NULL for a planned close, else the error */
+static void conn_kill(conn_t *c, const char *why) {
   if (c->state == S_DEAD) return;
   if (c->state == S_OPEN) n_open--;
   else n_pending--;
-  if (error) m_errors++;
-  else m_closed++;
+  if (why) {
+    m_errors++;
+    if (!first_error) first_error = why;
+  } else m_closed++;
   c->state = S_DEAD;
   /* RST instead of FIN: no TIME_WAIT pile-up across thousands of connections */
   struct linger lg = {1, 0};
@@ -353,7 +368,7 @@ static void flush(int i) {
   m_writes++;
   if (w < 0) {
     if (errno == EAGAIN || errno == EINTR) c->blocked = 1;
-    else conn_kill(c, 1);
+    else conn_kill(c, "write failed");
     return;
   }
   m_wbytes += (uint64_t)w;
@@ -372,6 +387,7 @@ static void complete_msg(int i, uint64_t now) {
   if (!c->msg_rsv1 && c->msg_bytes != o_size) m_bad_len++;
   if (c->ts_count == 0) { /* an echo nobody asked for */
     m_errors++;
+    if (!first_error) first_error = "an echo that was never sent";
     return;
   }
   uint64_t t0 = c->ts[c->ts_head];
@@ -382,35 +398,6 @@ static void complete_msg(int i, uint64_t now) {
     m_msgs++;
   }
   if (sending) queue_msgs(i, 1, now);
-}
-
-/* a complete frame header: returns 0 on a protocol error */
-static int on_header(int i, const uint8_t *h, uint64_t len, uint64_t now) {
-  conn_t *c = &C[i];
-  int fin = h[0] >> 7, rsv1 = (h[0] >> 6) & 1, op = h[0] & 15;
-  if (h[1] & 0x80) return 0; /* RFC 6455 §5.1: a server MUST NOT mask */
-  if ((h[0] & 0x30) || (rsv1 && !c->deflate)) return 0;
-  c->frame_fin = (uint8_t)fin;
-  if (op >= 8) {
-    if (op == 8) return 0; /* the server closed: counted as an error in a benchmark */
-    m_ctrl++;               /* ping/pong: skipped (an echo server does not send them) */
-    c->frame_ctrl = 1;
-    c->pay_left = len;
-    return 1;
-  }
-  c->frame_ctrl = 0;
-  if (op == 0) {
-    if (!c->in_msg) return 0;
-  } else {
-    if (c->in_msg) return 0;
-    c->in_msg = 1;
-    c->msg_op = (uint8_t)op;
-    c->msg_rsv1 = (uint8_t)rsv1;
-    c->msg_bytes = 0;
-  }
-  c->pay_left = len;
-  if (len == 0 && fin) complete_msg(i, now);
-  return 1;
 }
 
 /* header length implied by its first two bytes */
@@ -428,6 +415,49 @@ static inline uint64_t hdr_len(const uint8_t *h) {
   return v;
 }
 
+/* a complete frame header: returns 0 on a protocol error */
+static int on_header(int i, const uint8_t *h, uint64_t len, uint64_t now) {
+  conn_t *c = &C[i];
+  int fin = h[0] >> 7, rsv1 = (h[0] >> 6) & 1, op = h[0] & 15;
+  c->frame_masked = (h[1] & 0x80) != 0;
+  if (c->frame_masked) { /* RFC 6455 §5.1: a server MUST NOT mask; only a reflector is allowed to */
+    if (!o_allow_masked) return proto_why = "masked server frame", 0;
+    memcpy(c->mask, h + hdr_need(h) - 4, 4);
+  }
+  c->frame_pos = 0;
+  if ((h[0] & 0x30) || (rsv1 && !c->deflate)) return proto_why = "reserved bits set", 0;
+  c->frame_fin = (uint8_t)fin;
+  if (op >= 8) {
+    if (op == 8) return proto_why = "the server sent Close", 0; /* an error in a benchmark */
+    m_ctrl++;               /* ping/pong: skipped (an echo server does not send them) */
+    c->frame_ctrl = 1;
+    c->pay_left = len;
+    return 1;
+  }
+  c->frame_ctrl = 0;
+  if (op == 0) {
+    if (!c->in_msg) return proto_why = "continuation without a message", 0;
+  } else {
+    if (c->in_msg) return proto_why = "new message inside a fragmented one", 0;
+    c->in_msg = 1;
+    c->msg_op = (uint8_t)op;
+    c->msg_rsv1 = (uint8_t)rsv1;
+    c->msg_bytes = 0;
+  }
+  c->pay_left = len;
+  if (len == 0 && fin) complete_msg(i, now);
+  return 1;
+}
+
+/* --verify: do these echoed payload bytes match what was sent? */
+static int verify(const conn_t *c, const uint8_t *p, uint64_t n) {
+  if (c->msg_bytes + n > o_size) return 0;
+  if (!c->frame_masked) return memcmp(p, plain + c->msg_bytes, n) == 0;
+  for (uint64_t j = 0; j < n; j++)
+    if ((p[j] ^ c->mask[(c->frame_pos + j) & 3]) != plain[c->msg_bytes + j]) return 0;
+  return 1;
+}
+
 /* parse server frames in place */
 static void on_bytes(int i, const uint8_t *p, size_t n, uint64_t now) {
   conn_t *c = &C[i];
@@ -435,10 +465,9 @@ static void on_bytes(int i, const uint8_t *p, size_t n, uint64_t now) {
     if (c->pay_left) {
       uint64_t take = c->pay_left < n ? c->pay_left : n;
       if (!c->frame_ctrl) {
-        if (o_verify && !c->msg_rsv1 &&
-            (c->msg_bytes + take > o_size || memcmp(p, plain + c->msg_bytes, take) != 0))
-          m_bad_len++;
+        if (o_verify && !c->msg_rsv1 && !verify(c, p, take)) m_bad_data++;
         c->msg_bytes += take;
+        c->frame_pos += take;
       }
       c->pay_left -= take;
       p += take, n -= take;
@@ -449,7 +478,7 @@ static void on_bytes(int i, const uint8_t *p, size_t n, uint64_t now) {
       unsigned need = hdr_need(p);
       if (n >= need) {
         if (!on_header(i, p, hdr_len(p), now)) {
-          conn_kill(c, 1);
+          conn_kill(c, proto_why);
           return;
         }
         p += need, n -= need;
@@ -461,7 +490,7 @@ static void on_bytes(int i, const uint8_t *p, size_t n, uint64_t now) {
     if (c->hdr_have >= 2 && c->hdr_have == hdr_need(c->hdr)) {
       c->hdr_have = 0;
       if (!on_header(i, c->hdr, hdr_len(c->hdr), now)) {
-        conn_kill(c, 1);
+        conn_kill(c, proto_why);
         return;
       }
     }
@@ -484,6 +513,7 @@ static void start_conn(int i) {
     c->state = S_DEAD;
     m_hs_fail++;
     m_errors++;
+    if (!first_error) first_error = "socket() failed";
     return;
   }
   int one = 1;
@@ -491,7 +521,7 @@ static void start_conn(int i) {
   c->state = S_CONNECTING;
   if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
     m_hs_fail++;
-    conn_kill(c, 1);
+    conn_kill(c, "connect() failed");
     return;
   }
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
@@ -502,7 +532,7 @@ static void hs_fail(conn_t *c, const char *why) {
   static int reported;
   if (reported++ < 3) fprintf(stderr, "loadgen: handshake failed: %s\n", why);
   m_hs_fail++;
-  conn_kill(c, 1);
+  conn_kill(c, "handshake failed");
 }
 
 /* value of a header in an HTTP response (case-insensitive name), copied into out */
@@ -648,11 +678,11 @@ static void on_event(int i, uint32_t ev, uint64_t now) {
         continue;
       }
       if (r == 0) {
-        conn_kill(c, 1); /* the server closed under load */
+        conn_kill(c, "the server closed the connection"); /* under load */
         return;
       }
       if (errno == EINTR) continue;
-      if (errno != EAGAIN) conn_kill(c, 1);
+      if (errno != EAGAIN) conn_kill(c, "read failed");
       break;
     }
   }
@@ -729,6 +759,20 @@ static void build_frames(void) {
   if (payload != plain) free(payload);
 }
 
+/* every open connection must agree on deflate (one set of prepared frames); then prepare them */
+static int prepare(void) {
+  int n_deflate = 0;
+  for (int i = 0; i < o_conns; i++) n_deflate += C[i].state == S_OPEN && C[i].deflate;
+  if (n_deflate != 0 && n_deflate != n_open) {
+    fprintf(stderr, "loadgen: permessage-deflate accepted on %d of %d connections\n", n_deflate, n_open);
+    return 0;
+  }
+  deflate_on = n_deflate > 0;
+  if (o_verify && deflate_on) fprintf(stderr, "loadgen: --verify skips compressed echoes\n");
+  build_frames();
+  return 1;
+}
+
 /* ---------------------------------------------------------------- main */
 
 static double arg_num(const char *s, const char *name) {
@@ -768,6 +812,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--idle")) o_idle = 1;
     else if (!strcmp(a, "--deflate")) o_deflate = 1;
     else if (!strcmp(a, "--verify")) o_verify = 1;
+    else if (!strcmp(a, "--echo-once")) o_echo_once = 1;
+    else if (!strcmp(a, "--allow-masked")) o_allow_masked = 1;
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
     else { fprintf(stderr, "loadgen: unknown option %s\n", a); usage(); return 2; }
   }
@@ -823,6 +869,25 @@ int main(int argc, char **argv) {
   int opened = n_open;
 
   if (o_idle) {
+    uint64_t echoed = 0;
+    if (o_echo_once && n_open > 0) { /* one message each, then idle: bounded by --timeout */
+      if (!prepare()) return 1;
+      measuring = 1;
+      uint64_t now = now_ns(), deadline = now + (uint64_t)(o_timeout * 1e9);
+      for (int i = 0; i < o_conns; i++)
+        if (C[i].state == S_OPEN) queue_msgs(i, 1, now);
+      flush_dirty();
+      while (m_msgs < (uint64_t)n_open && now < deadline) {
+        int n = epoll_wait(epfd, evs, 1024, 100);
+        now = now_ns();
+        for (int k = 0; k < n; k++) on_event((int)evs[k].data.u32, evs[k].events, now);
+        flush_dirty();
+      }
+      measuring = 0;
+      echoed = m_msgs;
+    }
+    int negotiated = 0;
+    for (int i = 0; i < o_conns; i++) negotiated |= C[i].state == S_OPEN && C[i].deflate;
     long rss1 = o_pid ? proc_rss_kib(o_pid) : -1;
     uint64_t end = now_ns() + (uint64_t)(o_hold * 1e9);
     for (;;) { /* hold: bounded by --hold */
@@ -834,26 +899,27 @@ int main(int argc, char **argv) {
       for (int k = 0; k < n; k++) {
         conn_t *c = &C[evs[k].data.u32];
         if (c->state != S_OPEN) continue;
-        if (evs[k].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) conn_kill(c, 1);
+        if (evs[k].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) conn_kill(c, "the server closed an idle connection");
         else {
           ssize_t r; /* an idle echo server sends nothing; drain whatever comes */
           while ((r = read(c->fd, rbuf, RBUF_SIZE)) > 0) m_ctrl++;
-          if (r == 0) conn_kill(c, 1);
+          if (r == 0) conn_kill(c, "the server closed an idle connection");
         }
       }
     }
     long rss2 = o_pid ? proc_rss_kib(o_pid) : -1;
     printf("{\"mode\":\"idle\",\"conns\":%d,\"opened\":%d,\"open\":%d,\"handshake_s\":%.3f,\"hold_s\":%g,"
-           "\"errors\":%llu,\"hs_fail\":%llu,\"deflate\":%s",
+           "\"errors\":%llu,\"hs_fail\":%llu,\"deflate\":%s,\"echoed\":%llu",
            o_conns, opened, n_open, hs_secs, o_hold, (unsigned long long)m_errors, (unsigned long long)m_hs_fail,
-           o_deflate ? "true" : "false");
+           negotiated ? "true" : "false", (unsigned long long)echoed);
     if (o_pid)
       printf(",\"pid\":%d,\"rss_before_kib\":%ld,\"rss_open_kib\":%ld,\"rss_end_kib\":%ld,"
              "\"kib_per_conn_open\":%.3f,\"kib_per_conn\":%.3f",
              o_pid, rss0, rss1, rss2, opened ? (double)(rss1 - rss0) / opened : 0.0,
              n_open ? (double)(rss2 - rss0) / n_open : 0.0);
+    if (first_error) printf(",\"first_error\":\"%s\"", first_error);
     printf("}\n");
-    for (int i = 0; i < o_conns; i++) conn_kill(&C[i], 0);
+    for (int i = 0; i < o_conns; i++) conn_kill(&C[i], NULL);
     return n_open == o_conns ? 0 : 1;
   }
 
@@ -864,16 +930,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  /* every open connection must agree on deflate: one set of prepared frames */
-  int n_deflate = 0;
-  for (int i = 0; i < o_conns; i++) n_deflate += C[i].state == S_OPEN && C[i].deflate;
-  if (n_deflate != 0 && n_deflate != n_open) {
-    fprintf(stderr, "loadgen: permessage-deflate accepted on %d of %d connections\n", n_deflate, n_open);
-    return 1;
-  }
-  deflate_on = n_deflate > 0;
-  if (o_verify && deflate_on) fprintf(stderr, "loadgen: --verify skips compressed echoes\n");
-  build_frames();
+  if (!prepare()) return 1;
 
   /* phase 2: warm up, then measure; the loop is bounded by the clock */
   sending = 1;
@@ -890,6 +947,7 @@ int main(int argc, char **argv) {
       measuring = 1;
       memset(hist, 0, sizeof hist);
       hist_n = hist_max = 0;
+      m_bad_data = 0;
       m_msgs = m_errors = m_bad_len = m_bad_op = m_ctrl = m_closed = m_reads = m_writes = m_rbytes = m_wbytes = 0;
       cpu_self0 = self_cpu_us();
       cpu_srv0 = o_pid ? proc_cpu_ticks(o_pid) : -1;
@@ -922,14 +980,14 @@ int main(int argc, char **argv) {
   printf("{\"mode\":\"load\",\"conns\":%d,\"opened\":%d,\"open\":%d,\"size\":%llu,\"type\":\"%s\",\"depth\":%d,"
          "\"deflate\":%s,\"wire_size\":%llu,\"seconds\":%.3f,\"msgs\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
          "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
-         "\"errors\":%llu,\"hs_fail\":%llu,\"bad_len\":%llu,\"bad_op\":%llu,\"ctrl_frames\":%llu,\"closed\":%llu,"
+         "\"errors\":%llu,\"hs_fail\":%llu,\"bad_len\":%llu,\"bad_op\":%llu,\"bad_data\":%llu,\"ctrl_frames\":%llu,\"closed\":%llu,"
          "\"reads_per_s\":%.1f,\"writes_per_s\":%.1f,\"cpu_loadgen_pct\":%.1f",
          o_conns, opened, n_open, (unsigned long long)o_size, o_binary ? "binary" : "text", o_depth,
          deflate_on ? "true" : "false", (unsigned long long)wire_size, secs, (unsigned long long)m_msgs,
          secs > 0 ? (double)m_msgs / secs : 0.0, secs > 0 ? (double)m_msgs * (double)o_size / secs / 1e6 : 0.0,
          hist_pct(0.50) / 1e3, hist_pct(0.99) / 1e3, hist_pct(0.999) / 1e3, (double)hist_max / 1e3,
          (unsigned long long)m_errors, (unsigned long long)m_hs_fail, (unsigned long long)m_bad_len,
-         (unsigned long long)m_bad_op, (unsigned long long)m_ctrl, (unsigned long long)m_closed,
+         (unsigned long long)m_bad_op, (unsigned long long)m_bad_data, (unsigned long long)m_ctrl, (unsigned long long)m_closed,
          secs > 0 ? (double)m_reads / secs : 0.0, secs > 0 ? (double)m_writes / secs : 0.0, cpu_self);
   if (o_pid)
     printf(",\"pid\":%d,\"cpu_server_pct\":%.1f,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld", o_pid, cpu_srv, rss0,
@@ -949,8 +1007,9 @@ int main(int argc, char **argv) {
       printf(",\"cpu_other_pct\":%.1f", cpu_other < 0 ? 0.0 : cpu_other);
     }
   }
+  if (first_error) printf(",\"first_error\":\"%s\"", first_error);
   printf("}\n");
   fflush(stdout);
-  for (int i = 0; i < o_conns; i++) conn_kill(&C[i], 0);
+  for (int i = 0; i < o_conns; i++) conn_kill(&C[i], NULL);
   return m_msgs > 0 ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 /**
- * The ceiling: the least work a Node.js process can do and still be an honest
- * WebSocket echo on the wire. It answers the HTTP upgrade, then for every read
+ * The ceiling that stays valid WebSocket: the least work a Node.js process can
+ * do and still be an honest WebSocket echo on the wire (tcp-reflect.ts, the
+ * issue's "raw TCP echo", sends the masked frames back unchanged). It answers the HTTP upgrade, then for every read
  * batch parses the client's frames, unmasks them (word-wise, in place, in the
  * buffer Node handed us), rewrites each header without the mask and writes the
  * whole batch back with one write (several buffers corked into one writev only
@@ -9,17 +10,15 @@
  * It is NOT a WebSocket server: no UTF-8 validation, no size limits, no
  * reassembly (fragments go back as fragments, large frames stream through
  * without being buffered), no closing handshake beyond echoing the Close
- * frame. Any real server does more, so this is the upper bound the issue
- * calls "raw TCP echo in Node (ceiling)".
+ * frame. Any real server does at least this much, and more.
  *
  *     PORT=9000 node bench/peers/raw-echo.ts
  */
-import * as Crypto from "node:crypto"
 import * as Net from "node:net"
 import * as Os from "node:os"
+import { upgrade } from "./upgrade.ts"
 
 const port = Number(process.env.PORT ?? 9000)
-const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 /** payloads at least this big are unmasked where they lie instead of being moved */
 const BIG = 8192
 const littleEndian = Os.endianness() === "LE"
@@ -58,9 +57,6 @@ const unmask = (chunk: Buffer, words: Int32Array | undefined, pos: number, n: nu
 }
 
 const onConnection = (socket: Net.Socket): void => {
-  socket.setNoDelay(true)
-  socket.on("error", () => socket.destroy())
-  let request: Buffer | undefined = Buffer.alloc(0) // request bytes until the upgrade is answered
   let carry: Buffer | undefined // a frame header split across reads
   let left = 0 // payload bytes of the current frame still to come
   let phase = 0 // mask index of the next payload byte
@@ -168,26 +164,7 @@ const onConnection = (socket: Net.Socket): void => {
     }
   }
 
-  socket.on("data", (chunk: Buffer) => {
-    if (request === undefined) return frames(chunk)
-    request = Buffer.concat([request, chunk])
-    const end = request.indexOf("\r\n\r\n")
-    if (end < 0) {
-      if (request.length > 16384) socket.destroy()
-      return
-    }
-    const head = request.subarray(0, end).toString("latin1")
-    const key = /^sec-websocket-key:\s*(\S+)/im.exec(head)?.[1]
-    if (key === undefined) {
-      socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
-      return
-    }
-    const accept = Crypto.createHash("sha1").update(key + GUID).digest("base64")
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
-    const rest = request.subarray(end + 4)
-    request = undefined
-    if (rest.length > 0) frames(Buffer.from(rest))
-  })
+  upgrade(socket, frames)
 }
 
 /** Bytes of the client frame header at `r` (the need, if incomplete), 0 when unmasked. */
