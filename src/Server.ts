@@ -176,7 +176,20 @@ export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServe
       active: 0,
       idleWaiters: []
     }
-    const runtime: Runtime<R> = { settings, state, runFork, runPromise }
+    const clock: WebSocket.Clock = { now: Date.now() }
+    const runtime: Runtime<R> = { settings, state, runFork, runPromise, clock }
+    // One timer for every connection's keepalive, idle timeout and lifetime.
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const timer = setInterval(() => {
+          const now = (clock.now = Date.now())
+          for (const driver of state.drivers) driver.tick(now)
+        }, sweepPeriod(settings.driver))
+        timer.unref()
+        return timer
+      }),
+      (timer) => Effect.sync(() => clearInterval(timer))
+    )
     const server = Net.createServer({ pauseOnConnect: true, noDelay: true })
     server.on("connection", (socket) => accept(socket, runtime))
     yield* Effect.callback<void, ServerError>((resume) => {
@@ -342,6 +355,16 @@ interface Runtime<R> {
   readonly state: ServerState
   readonly runFork: <A, E>(effect: Effect.Effect<A, E, R>) => Fiber.Fiber<A, E>
   readonly runPromise: <A, E>(effect: Effect.Effect<A, E, R>) => Promise<A>
+  readonly clock: WebSocket.Clock
+}
+
+/**
+ * How often the timer sweep runs: a fifth of the shortest timer, between
+ * 5 ms and 1 s, so that a timer fires at most 20% (or 1 s) late.
+ */
+const sweepPeriod = (options: WebSocket.DriverOptions): number => {
+  const timers = [options.pingInterval, options.idleTimeout, options.maxLifetime].filter((t) => t > 0)
+  return timers.length === 0 ? 1000 : Math.min(1000, Math.max(5, Math.floor(Math.min(...timers) / 5)))
 }
 
 /**
@@ -484,7 +507,8 @@ const run = <R>(
         ))
       }
       done()
-    }
+    },
+    runtime.clock
   )
   state.drivers.add(driver)
   // Suspended, so that a handler that throws before returning its Effect is

@@ -160,8 +160,12 @@ const SUBSCRIBE_GRACE = 100
  */
 export class Driver {
   readonly id = nextId++
-  readonly outcome = Deferred.makeUnsafe<CloseOutcome>()
+  /** Created on the first wait for the outcome, if any comes before the end. */
+  private outcome: Deferred.Deferred<CloseOutcome> | undefined = undefined
   readonly handle: WebSocket
+  readonly request: Request
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
   /** The protocol state; replaced by every step. */
   private state: Connection.State
   /** Frames waiting for the next flush. */
@@ -178,13 +182,18 @@ export class Driver {
   /** Why reading is paused: bit 1 = inbox full, bit 2 = peer not reading our writes. */
   private pausedFor = 0
   private closeTimer: ReturnType<typeof setTimeout> | undefined = undefined
-  private heartbeat: ReturnType<typeof setTimeout> | undefined = undefined
-  private lifetimeTimer: ReturnType<typeof setTimeout> | undefined = undefined
-  /** Time of the last bytes received (Date.now()), for the idle timeout. */
-  private lastReceived = Date.now()
-  /** Fibers suspended in `send`, waiting for the buffer to drain. */
-  private drainWaiters: Array<() => void> = []
-  private dropped = 0
+  /** The server's coarse clock, advanced by its timer sweep. */
+  private readonly clock: Clock
+  private readonly createdAt: number
+  /** Time of the last bytes received, for the idle timeout. */
+  private lastReceived: number
+  /** Time of the last automatic Ping. */
+  private lastPing: number
+  /** Fibers suspended in `send`, waiting for the buffer to drain (allocated on first use). */
+  private drainWaiters: Array<() => void> | undefined = undefined
+  /** `flush` bound to this driver, allocated on the first write. */
+  private flushTask: (() => void) | undefined = undefined
+  private droppedCount = 0
   private transportClosing = false
   private finalOutcome: CloseOutcome | undefined = undefined
   /** True while the handler holds a batch it took and has not come back for more. */
@@ -203,8 +212,8 @@ export class Driver {
   /** Compressed messages received and not yet inflated. */
   private pendingInflates = 0
   /** Serialises inflate and deflate work when compression is on. */
-  private inflateChain: Promise<void> = Promise.resolve()
-  private deflateChain: Promise<void> = Promise.resolve()
+  private inflateChain: Promise<void> | undefined = undefined
+  private deflateChain: Promise<void> | undefined = undefined
 
   readonly socket: Net.Socket
   readonly options: DriverOptions
@@ -225,16 +234,27 @@ export class Driver {
     codec: PerMessageDeflate.Codec | undefined,
     deflateThreshold: number,
     runEffect: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>,
-    onEnd: (driver: Driver, outcome: CloseOutcome) => void
+    onEnd: (driver: Driver, outcome: CloseOutcome) => void,
+    clock: Clock
   ) {
     this.socket = socket
     this.options = options
+    this.request = request
+    this.protocol = protocol
+    this.extensions = extensions
     this.codec = codec
     this.deflateThreshold = deflateThreshold
     this.runEffect = runEffect
     this.onEnd = onEnd
+    this.clock = clock
+    this.createdAt = this.lastReceived = this.lastPing = clock.now
     this.state = Connection.initial({ maxMessageSize: options.maxMessageSize, compression: codec !== undefined })
-    const pull: Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done> = Effect.callback((resume) => {
+    this.handle = new Handle(this)
+  }
+
+  /** The handler's pull: the next batch of messages, or the end. */
+  pull(): Effect.Effect<NonEmptyReadonlyArray<Message>, Cause.Done> {
+    return Effect.callback((resume) => {
       // Coming back for more means the previous batch has been handled.
       this.holding = false
       this.subscribed = true
@@ -252,39 +272,28 @@ export class Driver {
         if (this.waiter === resume) this.waiter = undefined
       })
     })
-    const self = this
-    this.handle = {
-      id: this.id,
-      request,
-      protocol,
-      extensions,
-      messages: Stream.fromPull(Effect.succeed(pull)),
-      send: (message) => Effect.suspend(() => self.send([message])),
-      sendAll: (messages) => Effect.suspend(() => messages.length === 0 ? Effect.void : self.send(messages)),
-      close: (code = Frame.CloseCode.Normal, reason = "") =>
-        Effect.suspend(() => {
-          self.input({ _tag: "Close", code, reason })
-          return Deferred.await(self.outcome)
-        }),
-      closed: Deferred.await(this.outcome),
-      bufferedAmount: Effect.sync(() => self.bufferedAmount()),
-      droppedMessages: Effect.sync(() => self.dropped)
-    }
+  }
+
+  /** Waits for the outcome. */
+  awaitOutcome(): Effect.Effect<CloseOutcome> {
+    if (this.finalOutcome !== undefined) return Effect.succeed(this.finalOutcome)
+    this.outcome ??= Deferred.makeUnsafe<CloseOutcome>()
+    return Deferred.await(this.outcome)
+  }
+
+  get dropped(): number {
+    return this.droppedCount
   }
 
   /** Attaches the socket and feeds the bytes that came with the upgrade request. */
   start(rest: Uint8Array): void {
-    const socket = this.socket
-    socket.on("data", this.onData)
-    socket.on("end", this.onEnd_)
-    socket.on("error", this.onError)
-    socket.on("close", this.onClose)
-    socket.on("drain", this.onDrain)
-    if (this.options.pingInterval > 0 || this.options.idleTimeout > 0) this.armHeartbeat()
-    if (this.options.maxLifetime > 0) {
-      this.lifetimeTimer = setTimeout(() => this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "maximum lifetime reached" }), this.options.maxLifetime)
-      this.lifetimeTimer.unref?.()
-    }
+    const socket = this.socket as DriverSocket
+    socket[DRIVER] = this
+    socket.on("data", onSocketData)
+    socket.on("end", onSocketEnd)
+    socket.on("error", onSocketError)
+    socket.on("close", onSocketClose)
+    socket.on("drain", onSocketDrain)
     if (rest.length > 0) this.onData(rest)
     if (!this.isFinished()) socket.resume()
   }
@@ -293,31 +302,36 @@ export class Driver {
   // reading
   // ---------------------------------------------------------------------------
 
-  private readonly onData = (chunk: Uint8Array): void => {
-    this.lastReceived = Date.now()
+  /** @internal */
+  onData(chunk: Uint8Array): void {
+    this.lastReceived = this.clock.now
     this.input({ _tag: "Bytes", chunk })
     this.afterRead()
   }
 
-  private readonly onEnd_ = (): void => {
+  /** @internal */
+  onSocketEnd(): void {
     this.input({ _tag: "EndOfStream" })
   }
 
-  private readonly onError = (): void => {
+  /** @internal */
+  onSocketError(): void {
     // A reset or a write to a peer that went away: the connection is over.
     // The error is reported through the outcome (1006), never thrown.
     this.input({ _tag: "EndOfStream" })
     this.socket.destroy()
   }
 
-  private readonly onClose = (): void => {
+  /** @internal */
+  onSocketClose(): void {
     this.releaseDeferred()
     this.input({ _tag: "EndOfStream" })
     this.dispose()
     this.onEnd(this, this.finalOutcome!)
   }
 
-  private readonly onDrain = (): void => {
+  /** @internal */
+  onDrain(): void {
     this.releaseDrainWaiters()
     if ((this.pausedFor & 2) !== 0 && this.socket.writableLength < this.options.highWaterMark) {
       this.pausedFor &= ~2
@@ -499,10 +513,10 @@ export class Driver {
     this.finalOutcome = outcome
     this.clearTimers()
     // Messages still inflating are delivered before the stream ends.
-    if (this.codec === undefined) this.endInbox()
+    if (this.inflateChain === undefined) this.endInbox()
     else this.inflateChain = this.inflateChain.then(() => this.endInbox())
     this.releaseDrainWaiters()
-    Deferred.doneUnsafe(this.outcome, Effect.succeed(outcome))
+    if (this.outcome !== undefined) Deferred.doneUnsafe(this.outcome, Effect.succeed(outcome))
   }
 
   private isFinished(): boolean {
@@ -519,12 +533,12 @@ export class Driver {
     this.outBytes += chunk.length
     if (!this.flushScheduled) {
       this.flushScheduled = true
-      queueMicrotask(this.flush)
+      queueMicrotask(this.flushTask ??= () => this.flush())
     }
   }
 
   /** Hands everything gathered since the last flush to the socket at once. */
-  private readonly flush = (): void => {
+  private flush(): void {
     this.flushScheduled = false
     const out = this.out
     const n = out.length
@@ -551,14 +565,15 @@ export class Driver {
       socket.uncork()
     }
     // 'drain' only follows a write() that returned false (the socket's own mark, 64 KiB)
-    if (this.drainWaiters.length > 0 || this.pausedFor !== 0) socket.write(EMPTY, this.onDrain)
+    if (this.drainWaiters !== undefined || this.pausedFor !== 0) socket.write(EMPTY, () => this.onDrain())
   }
 
   bufferedAmount(): number {
     return this.outBytes + this.socket.writableLength
   }
 
-  private send(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
+  /** @internal */
+  sendMessages(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
     const state = this.sendState ?? this.state
     if (state._tag !== "Open") {
       const outcome = this.finalOutcome
@@ -572,7 +587,7 @@ export class Driver {
     if (buffered > this.options.maxBufferedAmount) {
       switch (this.options.overflow) {
         case "drop":
-          this.dropped += messages.length
+          this.droppedCount += messages.length
           return Effect.void
         case "close": {
           this.input({ _tag: "Close", code: Frame.CloseCode.PolicyViolation, reason: "outbound buffer overflow" })
@@ -581,7 +596,7 @@ export class Driver {
           )
         }
         case "wait":
-          return Effect.andThen(this.awaitDrain(), Effect.suspend(() => this.send(messages)))
+          return Effect.andThen(this.awaitDrain(), Effect.suspend(() => this.sendMessages(messages)))
       }
     }
     if (this.codec !== undefined) return this.sendCompressed(messages)
@@ -604,7 +619,7 @@ export class Driver {
   private sendCompressed(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
     const codec = this.codec!
     const threshold = this.deflateThreshold
-    const chained = this.deflateChain.then(async () => {
+    const chained = (this.deflateChain ?? Promise.resolve()).then(async () => {
       for (let i = 0; i < messages.length; i++) {
         const message = messages[i]!
         const text = typeof message === "string"
@@ -633,19 +648,20 @@ export class Driver {
         return
       }
       const waiter = () => resume(Effect.void)
-      this.drainWaiters.push(waiter)
+      const waiters = (this.drainWaiters ??= [])
+      waiters.push(waiter)
       return Effect.sync(() => {
-        const i = this.drainWaiters.indexOf(waiter)
-        if (i >= 0) this.drainWaiters.splice(i, 1)
+        const i = waiters.indexOf(waiter)
+        if (i >= 0) waiters.splice(i, 1)
       })
     })
   }
 
   private releaseDrainWaiters(): void {
-    if (this.drainWaiters.length === 0) return
-    if (!this.isFinished() && this.bufferedAmount() > this.options.highWaterMark) return
     const waiters = this.drainWaiters
-    this.drainWaiters = []
+    if (waiters === undefined || waiters.length === 0) return
+    if (!this.isFinished() && this.bufferedAmount() > this.options.highWaterMark) return
+    this.drainWaiters = undefined
     for (let i = 0; i < waiters.length; i++) waiters[i]!()
   }
 
@@ -656,7 +672,7 @@ export class Driver {
   /** Keeps delivery in arrival order when some messages must be inflated first. */
   private deliverInOrder(message: Promise<Message | undefined>): void {
     this.pendingInflates++
-    this.inflateChain = this.inflateChain.then(async () => {
+    this.inflateChain = (this.inflateChain ?? Promise.resolve()).then(async () => {
       const m = await message
       this.pendingInflates--
       if (m !== undefined) this.inbox.push(m)
@@ -667,7 +683,7 @@ export class Driver {
   private deliverCompressed(text: boolean, data: Uint8Array): void {
     const codec = this.codec
     if (codec === undefined) return
-    const previous = this.inflateChain
+    const previous = this.inflateChain ?? Promise.resolve()
     // Inflate strictly after the previous message: the context carries over.
     const inflated = previous.then(() =>
       this.runEffect(Effect.result(codec.inflate(data, this.options.maxMessageSize))).then((result): Message | undefined => {
@@ -691,29 +707,29 @@ export class Driver {
   // timers and teardown
   // ---------------------------------------------------------------------------
 
-  private armHeartbeat(): void {
-    const { pingInterval, idleTimeout } = this.options
-    const period = pingInterval > 0 && idleTimeout > 0 ? Math.min(pingInterval, idleTimeout) : Math.max(pingInterval, idleTimeout)
-    this.heartbeat = setTimeout(this.onHeartbeat, period)
-    this.heartbeat.unref?.()
-  }
-
-  private readonly onHeartbeat = (): void => {
-    this.heartbeat = undefined
-    if (this.state._tag !== "Open") return
-    const { idleTimeout, pingInterval } = this.options
+  /**
+   * Called by the server's timer sweep (one timer for all connections):
+   * the maximum lifetime, the idle timeout and the automatic Ping.
+   */
+  tick(now: number): void {
+    if (this.state._tag !== "Open" || this.deferred !== undefined) return
+    const { idleTimeout, pingInterval, maxLifetime } = this.options
+    if (maxLifetime > 0 && now - this.createdAt >= maxLifetime) {
+      this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "maximum lifetime reached" })
+      return
+    }
     // A peer we stopped reading (our handler is behind) is not idle.
-    if ((this.pausedFor & 1) !== 0) this.lastReceived = Date.now()
-    if (idleTimeout > 0 && Date.now() - this.lastReceived >= idleTimeout) {
+    if ((this.pausedFor & 1) !== 0) this.lastReceived = now
+    if (idleTimeout > 0 && now - this.lastReceived >= idleTimeout) {
       this.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "idle timeout" })
       return
     }
-    if (pingInterval > 0) {
+    if (pingInterval > 0 && now - this.lastPing >= pingInterval) {
+      this.lastPing = now
       const [header, payload] = Frame.encode(Frame.Opcode.Ping, EMPTY)
       this.write(header)
       this.write(payload)
     }
-    this.armHeartbeat()
   }
 
   private clearCloseTimer(): void {
@@ -725,10 +741,6 @@ export class Driver {
 
   private clearTimers(): void {
     this.clearCloseTimer()
-    if (this.heartbeat !== undefined) clearTimeout(this.heartbeat)
-    if (this.lifetimeTimer !== undefined) clearTimeout(this.lifetimeTimer)
-    this.heartbeat = undefined
-    this.lifetimeTimer = undefined
   }
 
   /**
@@ -744,7 +756,7 @@ export class Driver {
     if (this.pausedFor !== 0) {
       this.pausedFor = 0
     }
-    socket.off("data", this.onData)
+    socket.off("data", onSocketData)
     socket.on("data", discard)
     socket.resume()
     socket.end()
@@ -765,3 +777,86 @@ export class Driver {
 }
 
 const discard = (): void => {}
+
+/**
+ * A coarse clock shared by the connections of one server, advanced by its
+ * timer sweep, so that reading a chunk costs no `Date.now()`.
+ *
+ * @since 0.1.0
+ * @internal
+ */
+export interface Clock {
+  now: number
+}
+
+const DRIVER = Symbol.for("websock/Driver")
+
+interface DriverSocket extends Net.Socket {
+  [DRIVER]?: Driver
+}
+
+// One listener of each kind for all sockets (no closures per connection):
+// the socket carries its driver.
+function onSocketData(this: DriverSocket, chunk: Uint8Array): void {
+  this[DRIVER]!.onData(chunk)
+}
+function onSocketEnd(this: DriverSocket): void {
+  this[DRIVER]!.onSocketEnd()
+}
+function onSocketError(this: DriverSocket): void {
+  this[DRIVER]!.onSocketError()
+}
+function onSocketClose(this: DriverSocket): void {
+  this[DRIVER]!.onSocketClose()
+}
+function onSocketDrain(this: DriverSocket): void {
+  this[DRIVER]!.onDrain()
+}
+
+/**
+ * The handle given to handlers: a thin view of its driver, with nothing
+ * allocated per connection beyond itself (streams and effects are made when
+ * asked for). Call its methods on it (`ws.send(m)`), not detached.
+ */
+class Handle implements WebSocket {
+  readonly #driver: Driver
+  constructor(driver: Driver) {
+    this.#driver = driver
+  }
+  get id(): number {
+    return this.#driver.id
+  }
+  get request(): Request {
+    return this.#driver.request
+  }
+  get protocol(): string | undefined {
+    return this.#driver.protocol
+  }
+  get extensions(): string | undefined {
+    return this.#driver.extensions
+  }
+  get messages(): Stream.Stream<Message> {
+    return Stream.fromPull(Effect.sync(() => this.#driver.pull()))
+  }
+  send(message: Message): Effect.Effect<void, WebSocketError> {
+    return Effect.suspend(() => this.#driver.sendMessages([message]))
+  }
+  sendAll(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
+    return Effect.suspend(() => (messages.length === 0 ? Effect.void : this.#driver.sendMessages(messages)))
+  }
+  close(code: number = Frame.CloseCode.Normal, reason = ""): Effect.Effect<CloseOutcome> {
+    return Effect.suspend(() => {
+      this.#driver.input({ _tag: "Close", code, reason })
+      return this.#driver.awaitOutcome()
+    })
+  }
+  get closed(): Effect.Effect<CloseOutcome> {
+    return Effect.suspend(() => this.#driver.awaitOutcome())
+  }
+  get bufferedAmount(): Effect.Effect<number> {
+    return Effect.sync(() => this.#driver.bufferedAmount())
+  }
+  get droppedMessages(): Effect.Effect<number> {
+    return Effect.sync(() => this.#driver.dropped)
+  }
+}
