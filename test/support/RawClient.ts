@@ -17,6 +17,7 @@ import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
 import * as Net from "node:net"
 import * as Frame from "../../src/Frame.ts"
+import { concat } from "../../src/testing.ts"
 
 /**
  * How long any single wait lasts before failing the test.
@@ -130,19 +131,6 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
 
 /** Bytes of a string (UTF-8) or the bytes themselves. */
 export const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? utf8.encode(data) : data
-
-/** Joins bytes into a plain `Uint8Array` (not a Buffer, so that `toEqual` compares bytes only). */
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  let length = 0 // total bytes
-  for (const part of parts) length += part.length
-  const out = new Uint8Array(length)
-  let offset = 0 // where the next part goes
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.length
-  }
-  return out
-}
 
 const sleep = (ms: number): Promise<void> =>
   new Promise((resolve) => ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve))
