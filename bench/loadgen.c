@@ -69,6 +69,7 @@ static int o_deflate = 0;
 static int o_verify = 0;
 static int o_echo_once = 0;
 static int o_allow_masked = 0;
+static uint64_t o_max_write = 0; /* 0: no cap on one write */
 
 static void usage(void) {
   fprintf(stderr,
@@ -92,12 +93,12 @@ static inline uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* our own CPU time (user + system), microseconds */
-static uint64_t self_cpu_us(void) {
+/* our own CPU time in microseconds: user, and system (the kernel's TCP work on our behalf) */
+static void self_cpu_us(uint64_t *user, uint64_t *sys) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return (uint64_t)ru.ru_utime.tv_sec * 1000000ull + (uint64_t)ru.ru_utime.tv_usec +
-         (uint64_t)ru.ru_stime.tv_sec * 1000000ull + (uint64_t)ru.ru_stime.tv_usec;
+  *user = (uint64_t)ru.ru_utime.tv_sec * 1000000ull + (uint64_t)ru.ru_utime.tv_usec;
+  *sys = (uint64_t)ru.ru_stime.tv_sec * 1000000ull + (uint64_t)ru.ru_stime.tv_usec;
 }
 
 /* utime + stime of a process in clock ticks, -1 if unreadable */
@@ -364,6 +365,7 @@ static void flush(int i) {
   if (c->state != S_OPEN || c->blocked || c->owed == 0) return;
   uint64_t len = c->owed;
   if (len > 2 * period - c->off) len = 2 * period - c->off;
+  if (o_max_write && len > o_max_write) len = o_max_write;
   ssize_t w = send(c->fd, sendbuf + c->off, len, MSG_NOSIGNAL);
   m_writes++;
   if (w < 0) {
@@ -814,6 +816,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--verify")) o_verify = 1;
     else if (!strcmp(a, "--echo-once")) o_echo_once = 1;
     else if (!strcmp(a, "--allow-masked")) o_allow_masked = 1;
+    else if (!strcmp(a, "--max-write")) { NEEDV; o_max_write = (uint64_t)arg_num(v, a); }
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
     else { fprintf(stderr, "loadgen: unknown option %s\n", a); usage(); return 2; }
   }
@@ -939,7 +942,7 @@ int main(int argc, char **argv) {
     if (C[i].state == S_OPEN) queue_msgs(i, o_depth, now);
   flush_dirty();
   uint64_t t_meas = now + (uint64_t)(o_warmup * 1e9), t_end = 0;
-  uint64_t cpu_self0 = 0;
+  uint64_t cpu_user0 = 0, cpu_sys0 = 0;
   long long cpu_srv0 = -1;
   cores_t k0, k1;
   for (;;) {
@@ -949,7 +952,7 @@ int main(int argc, char **argv) {
       hist_n = hist_max = 0;
       m_bad_data = 0;
       m_msgs = m_errors = m_bad_len = m_bad_op = m_ctrl = m_closed = m_reads = m_writes = m_rbytes = m_wbytes = 0;
-      cpu_self0 = self_cpu_us();
+      self_cpu_us(&cpu_user0, &cpu_sys0);
       cpu_srv0 = o_pid ? proc_cpu_ticks(o_pid) : -1;
       read_cores(&k0);
       t_meas = now;
@@ -966,11 +969,14 @@ int main(int argc, char **argv) {
   }
   now = now_ns();
   double secs = measuring ? (double)(now - t_meas) / 1e9 : 0;
-  double cpu_self = -1, cpu_srv = -1, cpu_other = -1;
+  double cpu_self = -1, cpu_user = -1, cpu_srv = -1, cpu_other = -1;
   double tck = (double)sysconf(_SC_CLK_TCK);
   long long cpu_srv1 = -1;
   if (measuring && secs > 0) {
-    cpu_self = 100.0 * (double)(self_cpu_us() - cpu_self0) / 1e6 / secs;
+    uint64_t u1, s1;
+    self_cpu_us(&u1, &s1);
+    cpu_user = 100.0 * (double)(u1 - cpu_user0) / 1e6 / secs;
+    cpu_self = cpu_user + 100.0 * (double)(s1 - cpu_sys0) / 1e6 / secs;
     cpu_srv1 = o_pid ? proc_cpu_ticks(o_pid) : -1;
     if (cpu_srv0 >= 0 && cpu_srv1 >= 0) cpu_srv = 100.0 * (double)(cpu_srv1 - cpu_srv0) / tck / secs;
   }
@@ -981,14 +987,14 @@ int main(int argc, char **argv) {
          "\"deflate\":%s,\"wire_size\":%llu,\"seconds\":%.3f,\"msgs\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
          "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
          "\"errors\":%llu,\"hs_fail\":%llu,\"bad_len\":%llu,\"bad_op\":%llu,\"bad_data\":%llu,\"ctrl_frames\":%llu,\"closed\":%llu,"
-         "\"reads_per_s\":%.1f,\"writes_per_s\":%.1f,\"cpu_loadgen_pct\":%.1f",
+         "\"reads_per_s\":%.1f,\"writes_per_s\":%.1f,\"cpu_loadgen_pct\":%.1f,\"cpu_loadgen_user_pct\":%.1f",
          o_conns, opened, n_open, (unsigned long long)o_size, o_binary ? "binary" : "text", o_depth,
          deflate_on ? "true" : "false", (unsigned long long)wire_size, secs, (unsigned long long)m_msgs,
          secs > 0 ? (double)m_msgs / secs : 0.0, secs > 0 ? (double)m_msgs * (double)o_size / secs / 1e6 : 0.0,
          hist_pct(0.50) / 1e3, hist_pct(0.99) / 1e3, hist_pct(0.999) / 1e3, (double)hist_max / 1e3,
          (unsigned long long)m_errors, (unsigned long long)m_hs_fail, (unsigned long long)m_bad_len,
          (unsigned long long)m_bad_op, (unsigned long long)m_bad_data, (unsigned long long)m_ctrl, (unsigned long long)m_closed,
-         secs > 0 ? (double)m_reads / secs : 0.0, secs > 0 ? (double)m_writes / secs : 0.0, cpu_self);
+         secs > 0 ? (double)m_reads / secs : 0.0, secs > 0 ? (double)m_writes / secs : 0.0, cpu_self, cpu_user);
   if (o_pid)
     printf(",\"pid\":%d,\"cpu_server_pct\":%.1f,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld", o_pid, cpu_srv, rss0,
            rss_end);

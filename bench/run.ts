@@ -437,12 +437,18 @@ const main = async (): Promise<void> => {
           ]
           const budget = scenario.idle ? 180_000 : (config.seconds + config.warmup + 60) * 1000
           const result = await runLoadgen(args, budget)
+          const child = running.child
+          if (child.exitCode !== null || child.signalCode !== null) {
+            // a crash, or someone else's kill: either way the figure is not a measurement of this server
+            const how = child.signalCode ?? `code ${child.exitCode}`
+            throw new Error(`${server.label} exited (${how}) during the measurement; its output ended with:\n${running.log()}`)
+          }
           c.results.push({ ...result, run, busy_before_pct: busyBefore })
           process.stderr.write(`${tag}: ${describe(scenario, result)}\n`)
         } catch (error) {
           const message = error instanceof Error ? error.message : String(error)
           c.errors.push(message)
-          process.stderr.write(`${tag}: FAILED ${message.split("\n")[0]}\n`)
+          process.stderr.write(`${tag}: FAILED ${message}\n`)
         } finally {
           if (running !== undefined) await stop(running.child)
         }
@@ -571,7 +577,7 @@ const render = (
     }
     lines.push(
       "",
-      "### CPU, % of one core: load generator / server / other processes",
+      "### CPU, % of one core: load generator (its user-space part) / server / other processes",
       "",
       header,
       rule
@@ -580,7 +586,8 @@ const render = (
       const row = servers.map((server) =>
         (get(scenario, server)?.results.length ?? 0) === 0
           ? "-"
-          : ["cpu_loadgen_pct", "cpu_server_pct", "cpu_other_pct"].map((k) => fmt(med(scenario, server, k))).join(" / ")
+          : `${fmt(med(scenario, server, "cpu_loadgen_pct"))} (${fmt(med(scenario, server, "cpu_loadgen_user_pct"))}) / ` +
+            `${fmt(med(scenario, server, "cpu_server_pct"))} / ${fmt(med(scenario, server, "cpu_other_pct"))}`
       )
       lines.push(`| ${scenario.id} | ${row.join(" | ")} |`)
     }
