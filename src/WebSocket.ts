@@ -173,6 +173,8 @@ export class Driver {
   /** Bytes in `out`. */
   private outBytes = 0
   private flushScheduled = false
+  /** True while a received chunk is being handled: `onData` flushes at its end. */
+  private reading = false
   /** Messages waiting for the handler. */
   private inbox: Array<Message> = []
   /** The handler's suspended pull, if it is waiting for messages. */
@@ -305,8 +307,14 @@ export class Driver {
   /** @internal */
   onData(chunk: Uint8Array): void {
     this.lastReceived = this.clock.now
+    // Everything written while this chunk is handled (Pongs, Closes, and the
+    // answers of a handler resumed synchronously by `afterRead`) goes out in
+    // one write at the end, with no microtask in between.
+    this.reading = true
     this.input({ _tag: "Bytes", chunk })
     this.afterRead()
+    this.reading = false
+    if (this.out.length > 0) this.flush()
   }
 
   /** @internal */
@@ -531,7 +539,7 @@ export class Driver {
     if (chunk.length === 0) return
     this.out.push(chunk)
     this.outBytes += chunk.length
-    if (!this.flushScheduled) {
+    if (!this.flushScheduled && !this.reading) {
       this.flushScheduled = true
       queueMicrotask(this.flushTask ??= () => this.flush())
     }
