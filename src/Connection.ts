@@ -207,6 +207,17 @@ const RSV1: Frame.EncodeOptions = { rsv1: true }
 // ---------------------------------------------------------------------------
 
 /**
+ * Whether the application may send a data message in this state: only while
+ * open, since nothing is written after our Close (RFC 6455 §5.5.1). The I/O
+ * layer uses it to encode the application's messages straight into its
+ * output, which is what `step` does with a `Send` input.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const canSend = (state: State): boolean => state._tag === "Open"
+
+/**
  * Feeds one input; returns the next state and what to do, in order.
  *
  * @since 0.1.0

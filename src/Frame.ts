@@ -578,6 +578,49 @@ export interface EncodeOptions {
 }
 
 /**
+ * Bytes of the header of an unmasked frame whose payload has `length` bytes
+ * (the minimal length encoding, §5.2).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const headerSize = (length: number): number => (length < 126 ? 2 : length < 65536 ? 4 : 10)
+
+/**
+ * Writes the header of an unmasked frame into `buffer` at `offset`: `first`
+ * is its first byte (FIN, RSV1-3, opcode), `length` its payload length.
+ * Returns the offset after the header (`offset + headerSize(length)`), so
+ * that a batch of frames is encoded into one buffer with no allocation.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const writeHeader = (buffer: Uint8Array, offset: number, first: number, length: number): number => {
+  buffer[offset] = first
+  if (length < 126) {
+    buffer[offset + 1] = length
+    return offset + 2
+  }
+  if (length < 65536) {
+    buffer[offset + 1] = 126
+    buffer[offset + 2] = length >>> 8
+    buffer[offset + 3] = length & 0xff
+    return offset + 4
+  }
+  buffer[offset + 1] = 127
+  const high = Math.floor(length / 0x100000000)
+  buffer[offset + 2] = high >>> 24
+  buffer[offset + 3] = (high >>> 16) & 0xff
+  buffer[offset + 4] = (high >>> 8) & 0xff
+  buffer[offset + 5] = high & 0xff
+  buffer[offset + 6] = length >>> 24
+  buffer[offset + 7] = (length >>> 16) & 0xff
+  buffer[offset + 8] = (length >>> 8) & 0xff
+  buffer[offset + 9] = length & 0xff
+  return offset + 10
+}
+
+/**
  * Encodes one frame as its header and its payload, to be written one after
  * the other. The length uses the minimal encoding (§5.2). Unmasked (server
  * role): the payload is returned as is, never copied. With `mask` (client
@@ -595,30 +638,11 @@ export const encode = (
   const rsv1 = options?.rsv1 ?? false
   const mask = options?.mask
   const length = payload.length
-  const extended = length < 126 ? 0 : length < 65536 ? 2 : 8
-  const header = new Uint8Array(2 + extended + (mask === undefined ? 0 : 4))
-  header[0] = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f)
-  const maskBit = mask === undefined ? 0 : 0x80
-  if (extended === 0) {
-    header[1] = maskBit | length
-  } else if (extended === 2) {
-    header[1] = maskBit | 126
-    header[2] = length >>> 8
-    header[3] = length & 0xff
-  } else {
-    header[1] = maskBit | 127
-    const high = Math.floor(length / 0x100000000)
-    header[2] = high >>> 24
-    header[3] = (high >>> 16) & 0xff
-    header[4] = (high >>> 8) & 0xff
-    header[5] = high & 0xff
-    header[6] = length >>> 24
-    header[7] = (length >>> 16) & 0xff
-    header[8] = (length >>> 8) & 0xff
-    header[9] = length & 0xff
-  }
+  const at = headerSize(length)
+  const header = new Uint8Array(at + (mask === undefined ? 0 : 4))
+  writeHeader(header, 0, (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f), length)
   if (mask === undefined) return [header, payload]
-  const at = 2 + extended
+  header[1] |= 0x80
   for (let i = 0; i < 4; i++) header[at + i] = i < mask.length ? mask[i] : 0
   const masked = payload.slice()
   unmaskRange(masked, 0, length, header, at, 0)

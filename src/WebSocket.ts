@@ -148,6 +148,16 @@ let nextId = 1
 
 const EMPTY = new Uint8Array(0)
 
+/** Bytes of outgoing frames encoded into one buffer per flush; more are written corked. */
+const SCRATCH_SIZE = 65536
+
+/**
+ * The buffer flushes encode into, shared by every connection (one flush runs
+ * at a time). Replaced when a socket keeps it for a write it could not
+ * finish at once.
+ */
+let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+
 /** Milliseconds a deferred close waits for a handler that has not subscribed to its messages. */
 const SUBSCRIBE_GRACE = 100
 
@@ -170,6 +180,8 @@ export class Driver {
   private state: Connection.State
   /** Frames waiting for the next flush. */
   private out: Array<Uint8Array> = []
+  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or -1 for bytes already encoded. */
+  private outFirst: Array<number> = []
   /** Bytes in `out`. */
   private outBytes = 0
   private flushScheduled = false
@@ -460,13 +472,14 @@ export class Driver {
     this.perform(deferred)
   }
 
-  /** Encodes one message; while a close is deferred, from the state before it. */
+  /** Queues one message; while a close is deferred, under the state before it. */
   private sendOne(payload: Uint8Array, text: boolean, compressed: boolean): void {
-    if (this.sendState !== undefined) {
-      this.perform(Connection.step(this.sendState, { _tag: "Send", payload, text, compressed }).actions)
-    } else {
-      this.input({ _tag: "Send", payload, text, compressed })
-    }
+    // What `step` does with a `Send` input, without its allocations.
+    if (!Connection.canSend(this.sendState ?? this.state)) return
+    this.writeFrame(
+      0x80 | (compressed ? 0x40 : 0) | (text ? Frame.Opcode.Text : Frame.Opcode.Binary),
+      payload
+    )
   }
 
   /** Carries out the actions of one step, in order. */
@@ -535,41 +548,69 @@ export class Driver {
   // writing
   // ---------------------------------------------------------------------------
 
+  /** Queues bytes already encoded (control frames from `Connection.step`). */
   private write(chunk: Uint8Array): void {
     if (chunk.length === 0) return
+    this.queue(-1, chunk, chunk.length)
+  }
+
+  /** Queues a data frame whose header is encoded at flush time, into the same buffer as its neighbours. */
+  private writeFrame(first: number, payload: Uint8Array): void {
+    this.queue(first, payload, Frame.headerSize(payload.length) + payload.length)
+  }
+
+  private queue(first: number, chunk: Uint8Array, bytes: number): void {
     this.out.push(chunk)
-    this.outBytes += chunk.length
+    this.outFirst.push(first)
+    this.outBytes += bytes
     if (!this.flushScheduled && !this.reading) {
       this.flushScheduled = true
       queueMicrotask(this.flushTask ??= () => this.flush())
     }
   }
 
-  /** Hands everything gathered since the last flush to the socket at once. */
+  /**
+   * Hands everything gathered since the last flush to the socket at once:
+   * up to `SCRATCH_SIZE` bytes are encoded into one reused buffer and written
+   * with one `write`; more are written corked (one `writev`), payloads
+   * uncopied.
+   */
   private flush(): void {
     this.flushScheduled = false
     const out = this.out
+    const first = this.outFirst
     const n = out.length
     if (n === 0) return
     const total = this.outBytes
     this.out = []
+    this.outFirst = []
     this.outBytes = 0
     const socket = this.socket
     if (socket.destroyed || socket.writableEnded) return
-    if (n === 1) {
-      socket.write(out[0]!)
-    } else if (total <= 65536) {
-      // Small frames: one copy into one buffer is cheaper than a writev of many iovecs.
-      const buffer = Buffer.allocUnsafe(total)
-      let offset = 0 // where the next chunk goes in `buffer`
+    if (total <= SCRATCH_SIZE) {
+      const buffer = scratch
+      let at = 0 // where the next header or payload goes in `buffer`
       for (let i = 0; i < n; i++) {
-        buffer.set(out[i]!, offset)
-        offset += out[i]!.length
+        const chunk = out[i]!
+        if (first[i]! >= 0) at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
+        buffer.set(chunk, at)
+        at += chunk.length
       }
-      socket.write(buffer)
+      socket.write(buffer.subarray(0, total))
+      // Written synchronously, the kernel has the bytes and the buffer is free
+      // again; otherwise the socket holds it until it is written.
+      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
     } else {
       socket.cork()
-      for (let i = 0; i < n; i++) socket.write(out[i]!)
+      for (let i = 0; i < n; i++) {
+        const chunk = out[i]!
+        if (first[i]! >= 0) {
+          const header = new Uint8Array(Frame.headerSize(chunk.length))
+          Frame.writeHeader(header, 0, first[i]!, chunk.length)
+          socket.write(header)
+        }
+        socket.write(chunk)
+      }
       socket.uncork()
     }
     // 'drain' only follows a write() that returned false (the socket's own mark, 64 KiB)
