@@ -13,7 +13,8 @@
  *
  * @since 0.1.0
  */
-import { createHash } from "node:crypto"
+import { Buffer } from "node:buffer"
+import { hash } from "node:crypto"
 
 // ---------------------------------------------------------------------------
 // Character classes
@@ -440,7 +441,7 @@ export const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
  * @since 0.1.0
  * @category validation
  */
-export const acceptKey = (key: string): string => createHash("sha1").update(key + GUID, "latin1").digest("base64")
+export const acceptKey = (key: string): string => hash("sha1", Buffer.from(key + GUID, "latin1"), "base64")
 
 // ---------------------------------------------------------------------------
 // Header grammars
