@@ -449,9 +449,19 @@ const upgrade = <R>(socket: Net.Socket, request: Handshake.Request, rest: Uint8A
       extensions = negotiation.header
     }
   }
-  const chosen = route.protocol?.(decision.protocols, req)
+  let chosen: string | undefined = undefined
+  let extra: ReadonlyArray<readonly [string, string]> = []
+  try {
+    chosen = route.protocol?.(decision.protocols, req)
+    extra = route.headers?.(req) ?? []
+  } catch (cause) {
+    // The route's own code failed: this upgrade gets a 500, the server goes on.
+    runtime.runFork(Effect.logError("websock: the route's protocol or headers function threw; answered 500", cause).pipe(
+      Effect.annotateLogs({ path: request.path })
+    ))
+    return rejectAndEnd(socket, 500, "internal error", linger, state)
+  }
   const protocol = chosen !== undefined && decision.protocols.includes(chosen) ? chosen : undefined
-  const extra = route.headers?.(req) ?? []
   const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
   if (headers.length !== extra.length) {
     runtime.runFork(Effect.logWarning("websock: dropped invalid response headers from the route").pipe(
@@ -515,16 +525,20 @@ const run = <R>(
   // a defect of its own connection (1011), like one that dies inside it.
   const fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
   fiber.addObserver((exit) => {
-    if (Exit.isSuccess(exit)) {
+    if (Exit.isSuccess(exit) || isConnectionClosed(exit.cause)) {
+      // Returned, or failed because a connection (this one, or another it
+      // relayed to) had closed: close normally (ignored if already closing).
       driver.input({ _tag: "Close", code: Frame.CloseCode.Normal, reason: "" })
-    } else if (!Cause.hasInterruptsOnly(exit.cause) && !isConnectionClosed(exit.cause)) {
+    } else if (!Cause.hasInterruptsOnly(exit.cause)) {
       driver.input({ _tag: "Close", code: Frame.CloseCode.InternalError, reason: "internal error" })
       runtime.runFork(Effect.logError("websock: handler failed; connection closed with 1011", exit.cause).pipe(
         Effect.annotateLogs(annotations(driver))
       ))
-    } else if (Cause.hasInterruptsOnly(exit.cause)) {
-      // Interrupted (server shutdown past its timeout): the connection goes too.
+    } else if (state.shuttingDown) {
+      // Interrupted by a shutdown past its timeout: the connection goes too.
       driver.dispose()
+    } else {
+      driver.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "" })
     }
     done()
   })

@@ -289,6 +289,16 @@ export class Driver {
     })
   }
 
+  /**
+   * The handler's stream of messages ended or was interrupted: it holds no
+   * batch and will not come back for more, so a close need not wait for it.
+   */
+  unsubscribe(): void {
+    this.holding = false
+    this.subscribed = false
+    if (this.deferred !== undefined) this.releaseDeferred()
+  }
+
   /** Waits for the outcome. */
   awaitOutcome(): Effect.Effect<CloseOutcome> {
     if (this.finalOutcome !== undefined) return Effect.succeed(this.finalOutcome)
@@ -310,7 +320,8 @@ export class Driver {
     socket.on("close", onSocketClose)
     socket.on("drain", onSocketDrain)
     if (rest.length > 0) this.onData(rest)
-    if (!this.isFinished()) socket.resume()
+    // The bytes that came with the request may already have filled the inbox.
+    if (this.pausedFor === 0 && !this.isFinished()) socket.resume()
   }
 
   // ---------------------------------------------------------------------------
@@ -367,7 +378,10 @@ export class Driver {
       this.waiter = undefined
       resume(Effect.succeed(this.takeInbox()))
     }
-    if (this.inbox.length >= this.options.inboxHighWaterMark && (this.pausedFor & 1) === 0) {
+    // Once the transport is closing, its last bytes must be read (see closeTransport).
+    if (this.transportClosing) return
+    // Messages still inflating count: they are received and not yet taken.
+    if (this.inbox.length + this.pendingInflates >= this.options.inboxHighWaterMark && (this.pausedFor & 1) === 0) {
       this.pausedFor |= 1
       this.socket.pause()
     }
@@ -384,7 +398,7 @@ export class Driver {
     const batch = this.inbox as unknown as NonEmptyReadonlyArray<Message>
     this.inbox = []
     this.holding = true
-    if ((this.pausedFor & 1) !== 0) {
+    if ((this.pausedFor & 1) !== 0 && this.pendingInflates < this.options.inboxHighWaterMark) {
       this.pausedFor &= ~1
       if (this.pausedFor === 0 && !this.isFinished()) this.socket.resume()
     }
@@ -536,9 +550,17 @@ export class Driver {
     this.clearTimers()
     // Messages still inflating are delivered before the stream ends.
     if (this.inflateChain === undefined) this.endInbox()
-    else this.inflateChain = this.inflateChain.then(() => this.endInbox())
+    else {
+      const end = () => this.endInbox()
+      this.inflateChain = this.inflateChain.then(end, end)
+    }
     this.releaseDrainWaiters()
     if (this.outcome !== undefined) Deferred.doneUnsafe(this.outcome, Effect.succeed(outcome))
+  }
+
+  /** The outcome is known or the transport is closing: nothing sent now will be written. */
+  private hasEnded(): boolean {
+    return this.finalOutcome !== undefined || this.transportClosing
   }
 
   private isFinished(): boolean {
@@ -639,17 +661,19 @@ export class Driver {
     return this.outBytes + this.socket.writableLength
   }
 
+  private closedError(): Effect.Effect<never, WebSocketError> {
+    const outcome = this.finalOutcome
+    return Effect.fail(
+      new WebSocketError({
+        reason: new ConnectionClosed({ code: outcome?.code ?? Frame.CloseCode.NoStatusReceived, reason: outcome?.reason ?? "closing" })
+      })
+    )
+  }
+
   /** @internal */
   sendMessages(messages: ReadonlyArray<Message>): Effect.Effect<void, WebSocketError> {
     const state = this.sendState ?? this.state
-    if (state._tag !== "Open") {
-      const outcome = this.finalOutcome
-      return Effect.fail(
-        new WebSocketError({
-          reason: new ConnectionClosed({ code: outcome?.code ?? Frame.CloseCode.NoStatusReceived, reason: outcome?.reason ?? "closing" })
-        })
-      )
-    }
+    if (state._tag !== "Open") return this.closedError()
     const buffered = this.bufferedAmount()
     if (buffered > this.options.maxBufferedAmount) {
       switch (this.options.overflow) {
@@ -699,9 +723,10 @@ export class Driver {
         }
       }
     })
-    this.deflateChain = chained.catch(() => {})
+    const settled = chained.then(() => true, () => false)
+    this.deflateChain = settled.then(() => {})
     return Effect.andThen(
-      Effect.promise(() => chained),
+      Effect.flatMap(Effect.promise(() => settled), (ok) => (ok ? Effect.void : this.closedError())),
       Effect.suspend(() =>
         this.options.overflow === "wait" && this.bufferedAmount() > this.options.highWaterMark ? this.awaitDrain() : Effect.void
       )
@@ -710,13 +735,16 @@ export class Driver {
 
   private awaitDrain(): Effect.Effect<void> {
     return Effect.callback<void>((resume) => {
-      if (this.isFinished() || this.bufferedAmount() <= this.options.highWaterMark) {
+      if (this.hasEnded() || this.bufferedAmount() <= this.options.highWaterMark) {
         resume(Effect.void)
         return
       }
       const waiter = () => resume(Effect.void)
       const waiters = (this.drainWaiters ??= [])
       waiters.push(waiter)
+      // Everything may already be with the socket, below its own mark, so
+      // that no 'drain' will come: ask to be called once it is written.
+      if (this.out.length === 0) this.socket.write(EMPTY, () => this.onDrain())
       return Effect.sync(() => {
         const i = waiters.indexOf(waiter)
         if (i >= 0) waiters.splice(i, 1)
@@ -727,7 +755,7 @@ export class Driver {
   private releaseDrainWaiters(): void {
     const waiters = this.drainWaiters
     if (waiters === undefined || waiters.length === 0) return
-    if (!this.isFinished() && this.bufferedAmount() > this.options.highWaterMark) return
+    if (!this.hasEnded() && this.bufferedAmount() > this.options.highWaterMark) return
     this.drainWaiters = undefined
     for (let i = 0; i < waiters.length; i++) waiters[i]!()
   }
@@ -740,9 +768,17 @@ export class Driver {
   private deliverInOrder(message: Promise<Message | undefined>): void {
     this.pendingInflates++
     this.inflateChain = (this.inflateChain ?? Promise.resolve()).then(async () => {
-      const m = await message
-      this.pendingInflates--
-      if (m !== undefined) this.inbox.push(m)
+      let m: Message | undefined = undefined
+      try {
+        m = await message
+      } catch {
+        // Interrupted (the connection's zlib scope closed): nothing to deliver.
+      } finally {
+        this.pendingInflates--
+      }
+      // RFC 6455 §7.1.7: once we have failed the connection, no more data is processed.
+      const failed = this.finalOutcome !== undefined && this.finalOutcome.initiator === "local" && !this.finalOutcome.clean
+      if (m !== undefined && !failed) this.inbox.push(m)
       this.afterRead()
     })
   }
@@ -903,7 +939,8 @@ class Handle implements WebSocket {
     return this.#driver.extensions
   }
   get messages(): Stream.Stream<Message> {
-    return Stream.fromPull(Effect.sync(() => this.#driver.pull()))
+    const driver = this.#driver
+    return Stream.fromPull(Effect.sync(() => driver.pull())).pipe(Stream.ensuring(Effect.sync(() => driver.unsubscribe())))
   }
   send(message: Message): Effect.Effect<void, WebSocketError> {
     return Effect.suspend(() => this.#driver.sendMessages([message]))
