@@ -404,7 +404,7 @@ if (process.send) {
     // "last-resort": a full GC that also gives back the free pages V8 keeps for reuse
     if (m.gc === "reduce") globalThis.gc({ type: "major", execution: "sync", flavor: "last-resort" })
     const h = V8.getHeapStatistics()
-    process.send({ type: "soak:memory", id: m.id, usage: { ...process.memoryUsage(), v8Physical: h.total_physical_size, malloced: h.malloced_memory } })
+    process.send({ type: "soak:memory", id: m.id, usage: { ...process.memoryUsage(), v8Physical: h.total_physical_size } })
   })
   process.on("disconnect", () => process.exit(70))
   process.channel?.unref()
@@ -418,8 +418,6 @@ interface Usage {
   readonly arrayBuffers: number
   /** V8's heap pages in RAM (total_physical_size). */
   readonly v8Physical: number
-  /** What V8 itself holds through malloc. */
-  readonly malloced: number
 }
 
 interface Sample {
