@@ -339,6 +339,32 @@ describe("encode", () => {
   })
 })
 
+describe("writeHeader", () => {
+  it("writes the same header as encode, in place, at the minimal length encoding", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.constantFrom(0, 125, 126, 127, 65535, 65536, 70000), fc.nat({ max: 200_000 })),
+        fc.constantFrom(0x81, 0x82, 0xc1, 0x02, 0x80),
+        fc.nat({ max: 7 }),
+        (length, first, offset) => {
+          const payload = new Uint8Array(length)
+          const [expected] = Frame.encode((first & 0x0f) as Frame.Opcode, payload, {
+            fin: (first & 0x80) !== 0,
+            rsv1: (first & 0x40) !== 0
+          })
+          const buffer = new Uint8Array(offset + 10).fill(0xee)
+          const end = Frame.writeHeader(buffer, offset, first, length)
+          expect(end - offset).toBe(Frame.headerSize(length))
+          expect(buffer.subarray(offset, end)).toEqual(expected)
+          // Nothing written before the offset or past the header.
+          expect(buffer.subarray(0, offset).every((b) => b === 0xee)).toBe(true)
+          expect(buffer.subarray(end).every((b) => b === 0xee)).toBe(true)
+        }
+      )
+    )
+  })
+})
+
 describe("unmask", () => {
   /** The reference: one byte at a time. */
   const naive = (buf: Uint8Array, mask: Uint8Array, phase: number): void => {
