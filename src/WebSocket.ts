@@ -547,7 +547,7 @@ export class Driver {
   private finish(outcome: CloseOutcome): void {
     if (this.finalOutcome !== undefined) return
     this.finalOutcome = outcome
-    this.clearTimers()
+    this.clearCloseTimer()
     // Messages still inflating are delivered before the stream ends.
     if (this.inflateChain === undefined) this.endInbox()
     else {
@@ -829,9 +829,7 @@ export class Driver {
     }
     if (pingInterval > 0 && now - this.lastPing >= pingInterval) {
       this.lastPing = now
-      const [header, payload] = Frame.encode(Frame.Opcode.Ping, EMPTY)
-      this.write(header)
-      this.write(payload)
+      this.writeFrame(0x80 | Frame.Opcode.Ping, EMPTY)
     }
   }
 
@@ -840,10 +838,6 @@ export class Driver {
       clearTimeout(this.closeTimer)
       this.closeTimer = undefined
     }
-  }
-
-  private clearTimers(): void {
-    this.clearCloseTimer()
   }
 
   /**
@@ -856,9 +850,7 @@ export class Driver {
     this.transportClosing = true
     this.flush()
     const socket = this.socket
-    if (this.pausedFor !== 0) {
-      this.pausedFor = 0
-    }
+    this.pausedFor = 0
     socket.off("data", onSocketData)
     socket.on("data", discard)
     socket.resume()
@@ -870,7 +862,7 @@ export class Driver {
 
   /** Tears everything down; safe to call more than once. */
   dispose(): void {
-    this.clearTimers()
+    this.clearCloseTimer()
     if (!this.socket.destroyed) this.socket.destroy()
     if (this.finalOutcome === undefined) {
       this.finish({ code: Frame.CloseCode.Abnormal, reason: "", clean: false, initiator: "local" })
