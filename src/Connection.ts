@@ -1,25 +1,33 @@
 /**
- * The rules of RFC 6455 for one connection, as a pure state machine.
+ * The rules of RFC 6455 for one connection, as a pure state machine: the only
+ * place that decides anything the RFC rules on.
  *
- * `step(state, input) -> { state, actions }`: bytes, end of stream, the
- * application's sends and closes and the close timer come in; writes,
- * delivered messages, timer and transport commands and the final outcome go
- * out. No clock, no I/O, no randomness, never throws.
+ * `step(state, input) -> { state, actions }`: bytes, end of stream, inflated
+ * messages, the application's closes and pings, the handler catching up and
+ * the close timer come in; writes, delivered messages, timer and transport
+ * commands and the final outcome go out. No clock, no I/O, no randomness,
+ * never throws. Sending a data message takes the allocation-free path
+ * `sendHeader` (what to put in the frame's first byte, or a refusal).
  *
  * This module owns fragmentation and reassembly (§5.4), incremental fail-fast
  * UTF-8 validation of text across fragments and across the reads of one frame
- * (§8.1), automatic Pong (§5.5.2), the closing handshake from both sides
- * (§5.5.1, §7), the message size limit, and the mapping of every failure to
- * one Close frame with its code. Frame syntax is `Frame`'s.
+ * (§8.1), and of inflated text (RFC 7692), automatic Pong (§5.5.2), keepalive
+ * Pings, the closing handshake from both sides (§5.5.1, §7) including the
+ * delay of our Close until the handler has taken what arrived before it, the
+ * message size limit, and the mapping of every failure to one Close frame
+ * with its code (the codes themselves are `CloseReason`'s). Frame syntax is
+ * `Frame`'s.
  *
- * Ownership: a `Bytes` chunk belongs to the machine once stepped (the decoder
- * unmasks it in place and delivered messages may be views into it). A state
- * is meant to be stepped once, like `Frame`'s decoder state inside it: the
- * buffers of a message in progress are filled in place.
+ * Single use: a `Bytes` chunk belongs to the machine once stepped (the decoder
+ * unmasks it in place and delivered messages may be views into it), and a
+ * state must be stepped at most once: the buffers of a message in progress
+ * are filled in place, so stepping an older state again would see (and
+ * overwrite) bytes that belong to its successor. Keep only the latest state.
  *
  * @since 0.1.0
  */
-import { Buffer } from "node:buffer"
+import { Buffer, isUtf8 } from "node:buffer"
+import * as CloseReason from "./CloseReason.ts"
 import * as Frame from "./Frame.ts"
 import * as Utf8 from "./Utf8.ts"
 
@@ -32,6 +40,36 @@ export interface Options {
   readonly maxMessageSize: number
   /** permessage-deflate was negotiated: RSV1 on the first frame of a data message marks it compressed. */
   readonly compression: boolean
+}
+
+// ---------------------------------------------------------------------------
+// The outcome
+// ---------------------------------------------------------------------------
+
+/**
+ * How a connection ended; the same value in the `Closed` state, the `Closed`
+ * action and the handle's `closed`:
+ *
+ * - the peer closed, or answered our Close: its code and reason (1005 when its
+ *   Close had none, §7.1.5), clean;
+ * - a violation, or a failure on our side: the code and reason we closed
+ *   with, unclean, local;
+ * - the transport ended, or the close timer fired, without the peer's Close:
+ *   1006, unclean.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CloseOutcome {
+  /** The close code (1006 when no Close frame was received). */
+  readonly code: number
+  readonly reason: string
+  /** True when the closing handshake completed both ways. */
+  readonly clean: boolean
+  /** Who sent the first Close frame (or dropped the connection). */
+  readonly initiator: "local" | "remote"
+  /** When we closed (or failed) the connection: why, with the code we sent. */
+  readonly detail: CloseReason.CloseReason | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -56,6 +94,27 @@ export interface Fragments {
 }
 
 /**
+ * A fragmented message being reassembled (§5.4): it exists from its first
+ * frame (FIN clear) to its last, and only then. Filled in place by the step
+ * that receives its fragments (see the module's note on single use).
+ *
+ * @since 0.2.0
+ * @category states
+ */
+export interface Reassembly {
+  readonly opcode: DataOpcode
+  /** Its first frame had RSV1 (permessage-deflate): no UTF-8 check until inflated. */
+  readonly compressed: boolean
+  /** Its pieces so far, newest first (not counting `tail`). */
+  fragments: Fragments | undefined
+  /** Where small fragments are being copied (`tail[0..tailUsed)` follows `fragments`). */
+  tail: Uint8Array | undefined
+  tailUsed: number
+  /** Bytes of the message so far, in `fragments` and `tail`. */
+  size: number
+}
+
+/**
  * Both directions open.
  *
  * @since 0.1.0
@@ -65,21 +124,31 @@ export interface Open {
   readonly _tag: "Open"
   readonly options: Options
   readonly decoder: Frame.DecoderState
-  /** Opcode of the fragmented message being reassembled; undefined when none is open. */
-  readonly message: DataOpcode | undefined
-  /** The message's first frame had RSV1 (permessage-deflate): no UTF-8 check here. */
-  readonly compressed: boolean
-  /** Its pieces so far, newest first (not counting `tail`). */
-  readonly fragments: Fragments | undefined
-  /** Where small fragments are being copied (`tail[0..tailUsed)` follows `fragments`). */
-  readonly tail: Uint8Array | undefined
-  readonly tailUsed: number
-  /** Bytes of the message so far, in `fragments` and `tail`. */
-  readonly size: number
-  /** UTF-8 DFA state after every validated byte of the message (ACCEPT when none). */
+  /** The fragmented message being reassembled, if any. */
+  readonly message: Reassembly | undefined
+  /** UTF-8 DFA state after every validated byte of the text in progress (ACCEPT when none). */
   readonly utf8: number
   /** Bytes of the frame in progress (Frame.partial) already validated into `utf8`. */
   readonly validated: number
+}
+
+/**
+ * The peer closed, or broke the protocol, and our Close waits until the
+ * handler has taken the messages that arrived before (`HandlerIdle`): RFC 6455
+ * §5.5.1 lets an endpoint delay its Close until its current message is sent,
+ * so the handler's answers to those messages still go out. Nothing more is
+ * read; messages still being inflated are delivered.
+ *
+ * @since 0.2.0
+ * @category states
+ */
+export interface Draining {
+  readonly _tag: "Draining"
+  readonly options: Options
+  /** The Close we will send (the echo of the peer's code, or our violation's). */
+  readonly reply: { readonly code: number; readonly reason: string }
+  /** The outcome once our Close is out. */
+  readonly outcome: CloseOutcome
 }
 
 /**
@@ -92,36 +161,26 @@ export interface Open {
 export interface Closing {
   readonly _tag: "Closing"
   readonly decoder: Frame.DecoderState
-  /** The code and reason we sent. */
-  readonly code: number
-  readonly reason: string
+  /** Why we closed; its code and reason are the ones we sent. */
+  readonly detail: CloseReason.CloseReason
 }
 
 /**
- * The final outcome (also emitted once as the `Closed` action):
- *
- * - the peer closed, or answered our Close: its code and reason (1005 when its
- *   Close had none, §7.1.5), clean;
- * - a violation, or `Fail`: the code and reason we closed with, unclean, local;
- * - the transport ended, or the close timer fired, without the peer's Close:
- *   1006, unclean.
+ * The end (the outcome is also emitted once as the `Closed` action).
  *
  * @since 0.1.0
  * @category states
  */
 export interface Closed {
   readonly _tag: "Closed"
-  readonly code: number
-  readonly reason: string
-  readonly clean: boolean
-  readonly initiator: "local" | "remote"
+  readonly outcome: CloseOutcome
 }
 
 /**
  * @since 0.1.0
  * @category states
  */
-export type State = Open | Closing | Closed
+export type State = Open | Draining | Closing | Closed
 
 /**
  * @since 0.1.0
@@ -132,11 +191,6 @@ export const initial = (options: Options): State => ({
   options,
   decoder: Frame.initialDecoder({ role: "server", maxPayload: options.maxMessageSize, allowRsv1: options.compression }),
   message: undefined,
-  compressed: false,
-  fragments: undefined,
-  tail: undefined,
-  tailUsed: 0,
-  size: 0,
   utf8: Utf8.ACCEPT,
   validated: 0
 })
@@ -154,14 +208,22 @@ export type Input =
   | { readonly _tag: "Bytes"; readonly chunk: Uint8Array }
   /** The peer closed TCP, or reading failed. */
   | { readonly _tag: "EndOfStream" }
-  /** The application sends a message (already deflated when `compressed`, which sets RSV1). */
-  | { readonly _tag: "Send"; readonly payload: Uint8Array; readonly text: boolean; readonly compressed: boolean }
-  /** The application closes: send Close, arm the timer, wait for the peer's Close. */
-  | { readonly _tag: "Close"; readonly code: number; readonly reason: string }
-  /** The I/O layer found a violation (inflate error, invalid UTF-8 after inflate, ...): send Close(code), close the transport. */
-  | { readonly _tag: "Fail"; readonly code: number; readonly reason: string }
+  /** A compressed message (from `DeliverCompressed`), inflated within the size limit: validated here. */
+  | { readonly _tag: "Inflated"; readonly text: boolean; readonly data: Uint8Array }
+  /** A compressed message did not inflate (1007) or inflated past the size limit (1009). */
+  | { readonly _tag: "InflateFailed"; readonly reason: CloseReason.InvalidPayload | CloseReason.MessageTooBig }
+  /** We close, for this reason: send Close, arm the timer, wait for the peer's Close. */
+  | { readonly _tag: "Close"; readonly reason: CloseReason.CloseReason }
+  /** A fault on our side (e.g. compressing failed): send Close, close the transport, without waiting for anything. */
+  | { readonly _tag: "Fail"; readonly reason: CloseReason.CloseReason }
+  /** Send a Ping (keepalive, or the application's); its payload is at most 125 bytes. */
+  | { readonly _tag: "Ping"; readonly payload: Uint8Array }
+  /** The handler has taken every message delivered (or will take no more): a delayed Close may go out. */
+  | { readonly _tag: "HandlerIdle" }
   /** The close timer fired. */
   | { readonly _tag: "CloseTimeout" }
+  /** We drop the transport without a closing handshake (terminate, or a shutdown past its timeout). */
+  | { readonly _tag: "Abort" }
 
 /**
  * @since 0.1.0
@@ -170,22 +232,20 @@ export type Input =
 export type Action =
   /** Write these chunks, in order (a frame's header and payload are separate chunks). */
   | { readonly _tag: "Write"; readonly chunks: ReadonlyArray<Uint8Array> }
-  /** A complete uncompressed message: text as a string, binary as bytes. */
+  /** A complete message: text as a string, binary as bytes. */
   | { readonly _tag: "Deliver"; readonly data: string | Uint8Array }
-  /** A complete message whose first frame had RSV1: still deflated, UTF-8 not validated. */
+  /** A complete message whose first frame had RSV1: inflate it, then step `Inflated` (or `Fail`), in order. */
   | { readonly _tag: "DeliverCompressed"; readonly text: boolean; readonly data: Uint8Array }
+  /** A Pong arrived (the answer to a Ping of ours, or unsolicited). */
+  | { readonly _tag: "Pong"; readonly payload: Uint8Array }
+  /** Our Close waits: step `HandlerIdle` once the handler has caught up (or a grace period passed). */
+  | { readonly _tag: "AwaitHandler" }
   | { readonly _tag: "ArmCloseTimer" }
   | { readonly _tag: "CancelCloseTimer" }
   /** End the TCP connection (after flushing the writes before it). */
   | { readonly _tag: "CloseTransport" }
   /** The final outcome, emitted exactly once. */
-  | {
-    readonly _tag: "Closed"
-    readonly code: number
-    readonly reason: string
-    readonly clean: boolean
-    readonly initiator: "local" | "remote"
-  }
+  | Closed
 
 /**
  * @since 0.1.0
@@ -197,25 +257,44 @@ export interface StepResult {
 }
 
 const NO_ACTIONS: ReadonlyArray<Action> = Object.freeze([])
+const AWAIT_HANDLER: Action = { _tag: "AwaitHandler" }
 const ARM_CLOSE_TIMER: Action = { _tag: "ArmCloseTimer" }
 const CANCEL_CLOSE_TIMER: Action = { _tag: "CancelCloseTimer" }
 const CLOSE_TRANSPORT: Action = { _tag: "CloseTransport" }
-const RSV1: Frame.EncodeOptions = { rsv1: true }
+
+// ---------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------
+
+/**
+ * Whether the application may send a data message in this state: while open,
+ * and while our Close waits for the handler (its answers to the last messages
+ * go out first); never after our Close (RFC 6455 §5.5.1).
+ *
+ * @since 0.1.0
+ * @category sending
+ */
+export const canSend = (state: State): boolean => state._tag === "Open" || state._tag === "Draining"
+
+/**
+ * The first header byte of an unfragmented data message the application sends
+ * (FIN, RSV1 when compressed, the opcode), or -1 when the state refuses it
+ * (see `canSend`; RSV1 only where permessage-deflate was negotiated, RFC 7692
+ * §6). The I/O layer encodes the frame with it: this is the whole of sending,
+ * with no allocation per message.
+ *
+ * @since 0.2.0
+ * @category sending
+ */
+export const sendHeader = (state: State, text: boolean, compressed: boolean): number => {
+  if (state._tag !== "Open" && state._tag !== "Draining") return -1
+  if (compressed && !state.options.compression) return -1
+  return 0x80 | (compressed ? 0x40 : 0) | (text ? Frame.Opcode.Text : Frame.Opcode.Binary)
+}
 
 // ---------------------------------------------------------------------------
 // step
 // ---------------------------------------------------------------------------
-
-/**
- * Whether the application may send a data message in this state: only while
- * open, since nothing is written after our Close (RFC 6455 §5.5.1). The I/O
- * layer uses it to encode the application's messages straight into its
- * output, which is what `step` does with a `Send` input.
- *
- * @since 0.1.0
- * @category predicates
- */
-export const canSend = (state: State): boolean => state._tag === "Open"
 
 /**
  * Feeds one input; returns the next state and what to do, in order.
@@ -227,6 +306,8 @@ export const step = (state: State, input: Input): StepResult => {
   switch (state._tag) {
     case "Open":
       return stepOpen(state, input)
+    case "Draining":
+      return stepDraining(state, input)
     case "Closing":
       return stepClosing(state, input)
     case "Closed":
@@ -241,31 +322,72 @@ const stepOpen = (open: Open, input: Input): StepResult => {
   switch (input._tag) {
     case "Bytes":
       return receive(open, input.chunk)
-    case "Send":
-      return {
-        state: open,
-        actions: [{
-          _tag: "Write",
-          chunks: Frame.encode(input.text ? Frame.Opcode.Text : Frame.Opcode.Binary, input.payload, input.compressed ? RSV1 : undefined)
-        }]
-      }
+    case "Inflated": {
+      const actions: Array<Action> = []
+      const failed = inflated(actions, input.text, input.data)
+      return { state: failed === undefined ? open : drain(open.options, actions, failed), actions }
+    }
+    case "InflateFailed": {
+      const actions: Array<Action> = []
+      return { state: drain(open.options, actions, input.reason), actions }
+    }
     case "Close": {
       // §5.5.1, §7.1.2: send Close, then wait for the peer's Close (the timer bounds the wait).
-      const closing: Closing = { _tag: "Closing", decoder: open.decoder, code: input.code, reason: input.reason }
-      return { state: closing, actions: [writeClose(input.code, input.reason), ARM_CLOSE_TIMER] }
+      const closing: Closing = { _tag: "Closing", decoder: open.decoder, detail: input.reason }
+      return { state: closing, actions: [writeClose(input.reason.code, input.reason.reason), ARM_CLOSE_TIMER] }
     }
     case "Fail": {
       const actions: Array<Action> = []
-      return { state: fail(actions, input.code, input.reason), actions }
+      return { state: fail(actions, input.reason), actions }
     }
+    case "Ping":
+      return { state: open, actions: [{ _tag: "Write", chunks: Frame.encode(Frame.Opcode.Ping, input.payload) }] }
     case "EndOfStream": {
       // §7.1.5: no Close frame received -> 1006.
-      const closed = closedState(Frame.CloseCode.Abnormal, "", false, "remote")
+      const closed = closedState(Frame.CloseCode.Abnormal, "", false, "remote", undefined)
       return { state: closed, actions: [CLOSE_TRANSPORT, closed] }
     }
+    case "Abort":
+      return abort(undefined)
+    case "HandlerIdle":
     case "CloseTimeout":
-      // A stale timer: none is armed while open.
+      // Nothing waits for them while open.
       return { state: open, actions: NO_ACTIONS }
+    default:
+      return absurd(input)
+  }
+}
+
+const stepDraining = (draining: Draining, input: Input): StepResult => {
+  switch (input._tag) {
+    case "Inflated": {
+      // Received before the peer's Close (or the violation): still delivered.
+      const actions: Array<Action> = []
+      const failed = inflated(actions, input.text, input.data)
+      if (failed === undefined) return { state: draining, actions }
+      // Our Close has not gone out yet: it becomes this failure's.
+      return { state: drain(draining.options, actions, failed), actions }
+    }
+    case "InflateFailed": {
+      const actions: Array<Action> = []
+      return { state: drain(draining.options, actions, input.reason), actions }
+    }
+    case "HandlerIdle":
+    case "Close":
+    case "Fail":
+    case "CloseTimeout":
+      // The handler caught up, or we stop waiting for it: our Close goes out
+      // now, as decided when the peer closed (or broke the protocol).
+      return release(draining, true)
+    case "EndOfStream":
+      // The transport is gone: nothing can be written any more.
+      return release(draining, false)
+    case "Abort":
+      return abort(undefined)
+    case "Bytes":
+    case "Ping":
+      // Bytes past the peer's Close (or a violation) are ignored; so are Pings.
+      return { state: draining, actions: NO_ACTIONS }
     default:
       return absurd(input)
   }
@@ -275,17 +397,22 @@ const stepClosing = (closing: Closing, input: Input): StepResult => {
   switch (input._tag) {
     case "Bytes":
       return receiveClosing(closing, input.chunk)
-    case "Send":
     case "Close":
-      // After our Close nothing more is written (§5.5.1).
+    case "Ping":
+    case "Inflated":
+    case "InflateFailed":
+    case "HandlerIdle":
+      // After our Close nothing more is written (§5.5.1) or delivered (§7.1.7).
       return { state: closing, actions: NO_ACTIONS }
     case "Fail":
-      return finish(input.code, input.reason, false)
+      return finish(input.reason.code, input.reason.reason, false, input.reason)
     case "EndOfStream":
-      return finish(Frame.CloseCode.Abnormal, "", false)
+      return finish(Frame.CloseCode.Abnormal, "", false, closing.detail)
+    case "Abort":
+      return abort(closing.detail)
     case "CloseTimeout": {
       // §7.1.1: the peer never answered; give up on the handshake.
-      const closed = closedState(Frame.CloseCode.Abnormal, "closing handshake timed out", false, "local")
+      const closed = closedState(Frame.CloseCode.Abnormal, "closing handshake timed out", false, "local", closing.detail)
       return { state: closed, actions: [CLOSE_TRANSPORT, closed] }
     }
     default:
@@ -301,41 +428,80 @@ const absurd = (value: never): never => {
 // Closing helpers
 // ---------------------------------------------------------------------------
 
-const closedState = (code: number, reason: string, clean: boolean, initiator: "local" | "remote"): Closed => ({
-  _tag: "Closed",
-  code,
-  reason,
-  clean,
-  initiator
-})
-
-/** A Closed state doubles as the Closed action: same tag and fields. */
-const outcome = (closed: Closed): Action => closed
+const closedState = (
+  code: number,
+  reason: string,
+  clean: boolean,
+  initiator: "local" | "remote",
+  detail: CloseReason.CloseReason | undefined
+): Closed => ({ _tag: "Closed", outcome: { code, reason, clean, initiator, detail } })
 
 /**
- * The Close frame we send. A code that may not appear in a Close frame
- * (1005, 1006, 1015, out of range: §7.4.1) is sent as an empty Close.
- * `Frame.encodeClose` cuts a long reason at a character boundary to fit the
- * 125-byte control frame limit (§5.5).
+ * The Close frame we send: the one place a close code goes on the wire. A
+ * code that may not appear in a Close frame (1005, 1006, 1015, out of range:
+ * §7.4.1) is sent as an empty Close (it cannot come from `CloseReason`'s
+ * constructors, nor through the handle, which refuses it). `Frame.encodeClose`
+ * cuts a long reason at a character boundary to fit the 125-byte control
+ * frame limit (§5.5).
  */
 const writeClose = (code: number, reason: string): Action => ({
   _tag: "Write",
-  chunks: Frame.encode(Frame.Opcode.Close, Frame.isValidCloseCode(code) ? Frame.encodeClose(code, reason) : EMPTY)
+  chunks: Frame.encode(Frame.Opcode.Close, CloseReason.isSendable(code) ? Frame.encodeClose(code, reason) : EMPTY)
 })
 
 const EMPTY = new Uint8Array(0)
 
-/** A violation (or Fail) while open: exactly one Close with its code, then close the transport. */
-const fail = (actions: Array<Action>, code: number, reason: string): Closed => {
-  const closed = closedState(code, reason, false, "local")
-  actions.push(writeClose(code, reason), CLOSE_TRANSPORT, outcome(closed))
+/** A violation (or Fail) while open, with nothing to wait for: exactly one Close with its code, then close the transport. */
+const fail = (actions: Array<Action>, reason: CloseReason.CloseReason): Closed => {
+  const closed = closedState(reason.code, reason.reason, false, "local", reason)
+  actions.push(writeClose(reason.code, reason.reason), CLOSE_TRANSPORT, closed)
   return closed
 }
 
-/** Ends a Closing state (its timer armed) without writing anything. */
-const finish = (code: number, reason: string, clean: boolean): StepResult => {
-  const closed = closedState(code, reason, clean, "local")
+/**
+ * A violation found in received data: its Close waits until the handler has
+ * taken the messages that arrived before it (those still inflating included).
+ */
+const drain = (options: Options, actions: Array<Action>, reason: CloseReason.CloseReason): Draining => {
+  actions.push(AWAIT_HANDLER)
+  return {
+    _tag: "Draining",
+    options,
+    reply: { code: reason.code, reason: reason.reason },
+    outcome: { code: reason.code, reason: reason.reason, clean: false, initiator: "local", detail: reason }
+  }
+}
+
+/** Our delayed Close goes out (when the transport can still carry it), then the transport ends. */
+const release = (draining: Draining, write: boolean): StepResult => {
+  const closed: Closed = { _tag: "Closed", outcome: draining.outcome }
+  const actions: Array<Action> = write
+    ? [writeClose(draining.reply.code, draining.reply.reason), CLOSE_TRANSPORT, closed]
+    : [CLOSE_TRANSPORT, closed]
+  return { state: closed, actions }
+}
+
+/** We drop the transport: 1006, unclean, ours. */
+const abort = (detail: CloseReason.CloseReason | undefined): StepResult => {
+  const closed = closedState(Frame.CloseCode.Abnormal, "", false, "local", detail)
   return { state: closed, actions: [CANCEL_CLOSE_TIMER, CLOSE_TRANSPORT, closed] }
+}
+
+/** Ends a Closing state (its timer armed) without writing anything. */
+const finish = (code: number, reason: string, clean: boolean, detail: CloseReason.CloseReason): StepResult => {
+  const closed = closedState(code, reason, clean, "local", detail)
+  return { state: closed, actions: [CANCEL_CLOSE_TIMER, CLOSE_TRANSPORT, closed] }
+}
+
+/** An inflated message: delivered, after UTF-8 validation for text (§8.1). Returns the failure, if any. */
+const inflated = (actions: Array<Action>, text: boolean, data: Uint8Array): CloseReason.CloseReason | undefined => {
+  if (!text) {
+    actions.push({ _tag: "Deliver", data })
+    return undefined
+  }
+  if (!isUtf8(data)) return INVALID_UTF8
+  actions.push({ _tag: "Deliver", data: Buffer.from(data.buffer, data.byteOffset, data.length).toString("utf8") })
+  return undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -344,12 +510,8 @@ const finish = (code: number, reason: string, clean: boolean): StepResult => {
 
 /** The Open fields one `Bytes` step updates, mutable for the duration of the step only. */
 interface Progress {
-  message: DataOpcode | undefined
-  compressed: boolean
-  fragments: Fragments | undefined
-  tail: Uint8Array | undefined
-  tailUsed: number
-  size: number
+  readonly options: Options
+  message: Reassembly | undefined
   utf8: number
   validated: number
   readonly max: number
@@ -367,12 +529,8 @@ const receive = (open: Open, chunk: Uint8Array): StepResult => {
   const result = Frame.decode(open.decoder, chunk)
   const frames = result.frames
   const progress: Progress = {
+    options: open.options,
     message: open.message,
-    compressed: open.compressed,
-    fragments: open.fragments,
-    tail: open.tail,
-    tailUsed: open.tailUsed,
-    size: open.size,
     utf8: open.utf8,
     validated: open.validated,
     max: open.options.maxMessageSize,
@@ -384,60 +542,58 @@ const receive = (open: Open, chunk: Uint8Array): StepResult => {
     latin1Start: 0
   }
   const actions = progress.actions
+  const options = open.options
   for (let i = 0; i < frames.length; i++) {
     const frame = frames[i]
     progress.index = i
-    const closed = frame.opcode >= Frame.Opcode.Close ? control(progress, frame) : data(progress, frame)
-    // A Close (ours or theirs) ends the step: bytes after the peer's Close are ignored.
-    if (closed !== undefined) return { state: closed, actions }
+    const ended = frame.opcode >= Frame.Opcode.Close ? control(progress, frame, options) : data(progress, frame)
+    // A Close (theirs) or a violation ends the step: bytes after it are ignored.
+    if (ended !== undefined) return { state: ended, actions }
   }
-  if (result._tag === "Violation") return { state: fail(actions, result.code, result.reason), actions }
-  const closed = inProgress(progress, result.state)
-  if (closed !== undefined) return { state: closed, actions }
+  if (result._tag === "Violation") return { state: drain(options, actions, result.failure), actions }
+  const failure = inProgress(progress, result.state)
+  if (failure !== undefined) return { state: drain(options, actions, failure), actions }
   const next: Open = {
     _tag: "Open",
-    options: open.options,
+    options,
     decoder: result.state,
     message: progress.message,
-    compressed: progress.compressed,
-    fragments: progress.fragments,
-    tail: progress.tail,
-    tailUsed: progress.tailUsed,
-    size: progress.size,
     utf8: progress.utf8,
     validated: progress.validated
   }
   return { state: next, actions: actions.length === 0 ? NO_ACTIONS : actions }
 }
 
-/** Ping, Pong, Close while open. Returns the Closed state when the connection ends. */
-const control = (progress: Progress, frame: Frame.Frame): Closed | undefined => {
+/** Ping, Pong, Close while open. Returns the next state when the connection starts to close. */
+const control = (progress: Progress, frame: Frame.Frame, options: Options): Draining | undefined => {
   switch (frame.opcode) {
     case Frame.Opcode.Ping:
       // §5.5.2: answer with a Pong carrying the same payload.
       progress.actions.push({ _tag: "Write", chunks: Frame.encode(Frame.Opcode.Pong, frame.payload) })
       return undefined
     case Frame.Opcode.Pong:
-      // §5.5.3: an unsolicited Pong needs no answer.
+      // §5.5.3: a Pong needs no answer; it may answer a Ping of ours.
+      progress.actions.push({ _tag: "Pong", payload: frame.payload })
       return undefined
     default: {
       const close = Frame.parseClose(frame.payload)
       switch (close._tag) {
         case "Invalid":
-          return fail(progress.actions, close.code, close.reason)
+          return drain(options, progress.actions, close.failure)
         case "Empty":
         case "Code": {
-          // §5.5.1: echo the code (1000 for an empty Close), then the server
-          // closes TCP first (§7.1.1). §7.1.5: no code received -> 1005.
+          // §5.5.1: echo the code (1000 for an empty Close) once the handler
+          // has caught up; then the server closes TCP first (§7.1.1).
+          // §7.1.5: no code received -> 1005.
           const code = close._tag === "Code" ? close.code : Frame.CloseCode.NoStatusReceived
           const reason = close._tag === "Code" ? close.reason : ""
-          const closed = closedState(code, reason, true, "remote")
-          progress.actions.push(
-            writeClose(close._tag === "Code" ? close.code : Frame.CloseCode.Normal, ""),
-            CLOSE_TRANSPORT,
-            outcome(closed)
-          )
-          return closed
+          progress.actions.push(AWAIT_HANDLER)
+          return {
+            _tag: "Draining",
+            options,
+            reply: { code: close._tag === "Code" ? close.code : Frame.CloseCode.Normal, reason: "" },
+            outcome: { code, reason, clean: true, initiator: "remote", detail: undefined }
+          }
         }
         default:
           return absurd(close)
@@ -446,64 +602,85 @@ const control = (progress: Progress, frame: Frame.Frame): Closed | undefined => 
   }
 }
 
-/** A complete Text, Binary or Continuation frame. Returns the Closed state on a violation. */
-const data = (progress: Progress, frame: Frame.Frame): Closed | undefined => {
+/** A complete Text, Binary or Continuation frame. Returns the next state on a violation. */
+const data = (progress: Progress, frame: Frame.Frame): Draining | undefined => {
   const payload = frame.payload
   // Bytes of this frame validated while it was the frame in progress: it is
   // the first frame to complete after that read, so reset for the next one.
   const pending = progress.validated
   progress.validated = 0
+  let message = progress.message // the fragmented message this frame belongs to
   if (frame.opcode === Frame.Opcode.Continuation) {
     // §5.4: a continuation needs a fragmented message to continue.
-    if (progress.message === undefined) return fail(progress.actions, Frame.CloseCode.ProtocolError, NO_MESSAGE)
+    if (message === undefined) return violation(progress, NO_MESSAGE)
   } else {
     // §5.4: no new data message before the fragmented one ends.
-    if (progress.message !== undefined) return fail(progress.actions, Frame.CloseCode.ProtocolError, INTERLEAVED)
-    if (frame.fin && pending === 0) {
-      // Fast path: a whole message in one frame that arrived in one read. Its
-      // size was checked by the decoder (maxPayload = maxMessageSize).
-      if (frame.rsv1) {
-        progress.actions.push({ _tag: "DeliverCompressed", text: frame.opcode === Frame.Opcode.Text, data: payload })
-      } else if (frame.opcode === Frame.Opcode.Binary) {
-        progress.actions.push({ _tag: "Deliver", data: payload })
-      } else if (payload.length <= SHORT_TEXT && Utf8.isAscii(payload, 0, payload.length)) {
-        progress.actions.push({ _tag: "Deliver", data: shortText(progress, payload) })
-      } else if (Utf8.isValid(payload)) {
-        progress.actions.push({ _tag: "Deliver", data: decodeText(payload) })
-      } else {
-        return fail(progress.actions, Frame.CloseCode.InvalidPayload, INVALID_UTF8)
-      }
-      return undefined
+    if (message !== undefined) return violation(progress, INTERLEAVED)
+    if (frame.fin) return whole(progress, frame, pending)
+    message = progress.message = {
+      opcode: frame.opcode === Frame.Opcode.Text ? Frame.Opcode.Text : Frame.Opcode.Binary,
+      compressed: frame.rsv1,
+      fragments: undefined,
+      tail: undefined,
+      tailUsed: 0,
+      size: 0
     }
-    progress.message = frame.opcode === Frame.Opcode.Text ? Frame.Opcode.Text : Frame.Opcode.Binary
-    progress.compressed = frame.rsv1
   }
-  const size = progress.size + payload.length
-  if (size > progress.max) return fail(progress.actions, Frame.CloseCode.MessageTooBig, TOO_BIG)
-  if (progress.message === Frame.Opcode.Text && !progress.compressed) {
+  const size = message.size + payload.length
+  if (size > progress.max) return violation(progress, TOO_BIG)
+  if (message.opcode === Frame.Opcode.Text && !message.compressed) {
     // §8.1: validate the bytes not yet seen, failing as soon as they cannot be UTF-8.
     const utf8 = Utf8.validate(progress.utf8, payload, pending, payload.length)
-    if (utf8 === Utf8.REJECT || (frame.fin && utf8 !== Utf8.ACCEPT)) {
-      return fail(progress.actions, Frame.CloseCode.InvalidPayload, INVALID_UTF8)
-    }
+    if (utf8 === Utf8.REJECT || (frame.fin && utf8 !== Utf8.ACCEPT)) return violation(progress, INVALID_UTF8)
     progress.utf8 = utf8
   }
   if (!frame.fin) {
-    append(progress, payload)
-    progress.size = size
+    append(message, payload)
+    message.size = size
     return undefined
   }
-  seal(progress)
-  const message = concat(progress.fragments, payload, size)
-  const text = progress.message === Frame.Opcode.Text
-  if (progress.compressed) progress.actions.push({ _tag: "DeliverCompressed", text, data: message })
-  else progress.actions.push({ _tag: "Deliver", data: text ? decodeText(message) : message })
+  seal(message)
+  const bytes = concat(message.fragments, payload, size)
+  const text = message.opcode === Frame.Opcode.Text
+  if (message.compressed) progress.actions.push({ _tag: "DeliverCompressed", text, data: bytes })
+  else progress.actions.push({ _tag: "Deliver", data: text ? decodeText(bytes) : bytes })
   progress.message = undefined
-  progress.compressed = false
-  progress.fragments = undefined
-  progress.size = 0
-  // `utf8` is ACCEPT again: a text message is only delivered in ACCEPT, others leave it alone.
+  // `utf8` is ACCEPT again: a text message is only delivered in ACCEPT.
   return undefined
+}
+
+/**
+ * An unfragmented message. Its size was checked by the decoder (maxPayload =
+ * maxMessageSize); `pending` of its text bytes were validated while it
+ * arrived over several reads.
+ */
+const whole = (progress: Progress, frame: Frame.Frame, pending: number): Draining | undefined => {
+  const payload = frame.payload
+  if (frame.rsv1) {
+    progress.actions.push({ _tag: "DeliverCompressed", text: frame.opcode === Frame.Opcode.Text, data: payload })
+  } else if (frame.opcode === Frame.Opcode.Binary) {
+    progress.actions.push({ _tag: "Deliver", data: payload })
+  } else if (pending > 0) {
+    // The rest of a text frame validated as it came (inProgress).
+    if (Utf8.validate(progress.utf8, payload, pending, payload.length) !== Utf8.ACCEPT) return violation(progress, INVALID_UTF8)
+    progress.utf8 = Utf8.ACCEPT
+    progress.actions.push({ _tag: "Deliver", data: decodeText(payload) })
+  } else if (payload.length <= SHORT_TEXT && Utf8.isAscii(payload, 0, payload.length)) {
+    // Fast path: short ASCII text in one read.
+    progress.actions.push({ _tag: "Deliver", data: shortText(progress, payload) })
+  } else if (Utf8.isValid(payload)) {
+    progress.actions.push({ _tag: "Deliver", data: decodeText(payload) })
+  } else {
+    return violation(progress, INVALID_UTF8)
+  }
+  return undefined
+}
+
+/** A violation in received data: our Close with its code, once the handler has caught up. */
+const violation = (progress: Progress, reason: CloseReason.CloseReason): Draining => {
+  // The message in progress is abandoned: its pieces are not needed any more.
+  progress.message = undefined
+  return drain(progress.options, progress.actions, reason)
 }
 
 /**
@@ -511,35 +688,36 @@ const data = (progress: Progress, frame: Frame.Frame): Closed | undefined => {
  * checked now, so a violation shows up at the read that carries it. Its
  * fragmentation and size are known from the header (an oversize message is
  * refused before its payload is buffered); its text is validated as it comes,
- * each byte once (Autobahn 6.4.x).
+ * each byte once (Autobahn 6.4.x). Returns the violation, if any.
  */
-const inProgress = (progress: Progress, decoder: Frame.DecoderState): Closed | undefined => {
+const inProgress = (progress: Progress, decoder: Frame.DecoderState): CloseReason.CloseReason | undefined => {
   const frame = Frame.partial(decoder)
   if (frame === undefined || frame.opcode >= Frame.Opcode.Close) return undefined
+  const message = progress.message
   let text: boolean // validate this frame's bytes as UTF-8
   if (frame.opcode === Frame.Opcode.Continuation) {
-    if (progress.message === undefined) return fail(progress.actions, Frame.CloseCode.ProtocolError, NO_MESSAGE)
-    text = progress.message === Frame.Opcode.Text && !progress.compressed
+    if (message === undefined) return NO_MESSAGE
+    text = message.opcode === Frame.Opcode.Text && !message.compressed
   } else {
-    if (progress.message !== undefined) return fail(progress.actions, Frame.CloseCode.ProtocolError, INTERLEAVED)
+    if (message !== undefined) return INTERLEAVED
     text = frame.opcode === Frame.Opcode.Text && !frame.rsv1
   }
-  if (progress.size + frame.length > progress.max) return fail(progress.actions, Frame.CloseCode.MessageTooBig, TOO_BIG)
+  if ((message?.size ?? 0) + frame.length > progress.max) return TOO_BIG
   const received = frame.received
   if (text && received.length > progress.validated) {
     // A new message starts from ACCEPT: `utf8` is ACCEPT whenever none is open.
     const utf8 = Utf8.validate(progress.utf8, received, progress.validated, received.length)
-    if (utf8 === Utf8.REJECT) return fail(progress.actions, Frame.CloseCode.InvalidPayload, INVALID_UTF8)
+    if (utf8 === Utf8.REJECT) return INVALID_UTF8
     progress.utf8 = utf8
     progress.validated = received.length
   }
   return undefined
 }
 
-const NO_MESSAGE = "continuation frame without a message to continue"
-const INTERLEAVED = "new data frame before the fragmented message ended"
-const TOO_BIG = "message too big"
-const INVALID_UTF8 = "invalid UTF-8 in text"
+const NO_MESSAGE = CloseReason.protocolError("continuation frame without a message to continue")
+const INTERLEAVED = CloseReason.protocolError("new data frame before the fragmented message ended")
+const TOO_BIG = CloseReason.messageTooBig("message too big")
+const INVALID_UTF8 = CloseReason.invalidPayload("invalid UTF-8 in text")
 
 /** Fragments shorter than this are copied byte by byte (a native `set` costs more). */
 const SMALL_COPY = 16
@@ -550,36 +728,36 @@ const TAIL_FIRST = 256
 const TAIL_LAST = 65536
 
 /** Adds a non-final fragment to the message. */
-const append = (progress: Progress, payload: Uint8Array): void => {
+const append = (message: Reassembly, payload: Uint8Array): void => {
   const length = payload.length
   if (length === 0) return
   if (length >= VIEW_MIN) {
-    seal(progress)
-    progress.fragments = { bytes: payload, previous: progress.fragments }
+    seal(message)
+    message.fragments = { bytes: payload, previous: message.fragments }
     return
   }
-  let tail = progress.tail // the buffer being filled
-  if (tail === undefined || tail.length - progress.tailUsed < length) {
+  let tail = message.tail // the buffer being filled
+  if (tail === undefined || tail.length - message.tailUsed < length) {
     const capacity = tail === undefined ? TAIL_FIRST : Math.min(2 * tail.length, TAIL_LAST)
-    seal(progress)
+    seal(message)
     tail = new Uint8Array(capacity < length ? length : capacity)
-    progress.tail = tail
+    message.tail = tail
   }
-  const at = progress.tailUsed
+  const at = message.tailUsed
   if (length < SMALL_COPY) {
     for (let j = 0; j < length; j++) tail[at + j] = payload[j]
   } else {
     tail.set(payload, at)
   }
-  progress.tailUsed = at + length
+  message.tailUsed = at + length
 }
 
 /** Moves the filled part of `tail` to the pieces. */
-const seal = (progress: Progress): void => {
-  if (progress.tail === undefined) return
-  if (progress.tailUsed > 0) progress.fragments = { bytes: progress.tail.subarray(0, progress.tailUsed), previous: progress.fragments }
-  progress.tail = undefined
-  progress.tailUsed = 0
+const seal = (message: Reassembly): void => {
+  if (message.tail === undefined) return
+  if (message.tailUsed > 0) message.fragments = { bytes: message.tail.subarray(0, message.tailUsed), previous: message.fragments }
+  message.tail = undefined
+  message.tailUsed = 0
 }
 
 /** The whole message: the fragments (newest first) followed by `last`; one allocation, one copy of each byte. */
@@ -645,6 +823,7 @@ const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
 const decodeText = (bytes: Uint8Array): string =>
   bytes instanceof Buffer ? bytes.toString("utf8") : textDecoder.decode(bytes)
 
+
 // ---------------------------------------------------------------------------
 // Receiving while closing
 // ---------------------------------------------------------------------------
@@ -659,16 +838,16 @@ const receiveClosing = (closing: Closing, chunk: Uint8Array): StepResult => {
     const close = Frame.parseClose(frame.payload)
     switch (close._tag) {
       case "Invalid":
-        return finish(close.code, close.reason, false)
+        return finish(close.failure.code, close.failure.reason, false, closing.detail)
       case "Empty":
-        return finish(Frame.CloseCode.NoStatusReceived, "", true)
+        return finish(Frame.CloseCode.NoStatusReceived, "", true, closing.detail)
       case "Code":
         // §7.1.5: the close code is the one in the first Close received.
-        return finish(close.code, close.reason, true)
+        return finish(close.code, close.reason, true, closing.detail)
       default:
         return absurd(close)
     }
   }
-  if (result._tag === "Violation") return finish(result.code, result.reason, false)
+  if (result._tag === "Violation") return finish(result.failure.code, result.failure.reason, false, closing.detail)
   return { state: { ...closing, decoder: result.state }, actions: NO_ACTIONS }
 }

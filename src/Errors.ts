@@ -1,73 +1,88 @@
 /**
  * The errors websock reports, as one tagged error class per layer with a
  * `reason` union (the Effect 4 convention): `WebSocketError` for what happens
- * on one connection, `ServerError` for the listener itself.
+ * on one connection, `ServerError` for the server itself (bad options, the
+ * listener). Each reason is a class that owns its `message`; the wrapper
+ * forwards it.
  *
- * Every reason carries the close code or the HTTP status it was answered with,
- * and a short human reason. None ever carries payload bytes, so logging an
- * error never leaks a message's content.
+ * Every connection error names its connection (`connection`, the handle's
+ * `id`), so that a handler relaying to another connection can tell that
+ * connection's end from its own. None ever carries payload bytes, so logging
+ * an error never leaks a message's content.
  *
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
 
 /**
- * The upgrade request was refused with an HTTP status (400, 404, 405, 426,
- * 431, 503, ...).
- *
- * @since 0.1.0
- * @category errors
- */
-export class HandshakeRejected extends Data.TaggedError("HandshakeRejected")<{
-  readonly status: number
-  readonly reason: string
-}> {}
-
-/**
- * The peer broke the protocol; the connection was failed with `code`
- * (1002, 1007, 1009, ...).
+ * The peer broke the protocol (or our limits) and the connection was failed
+ * with `code` (1002, 1007, 1009): what `receive` fails with after such an end.
  *
  * @since 0.1.0
  * @category errors
  */
 export class ProtocolViolation extends Data.TaggedError("ProtocolViolation")<{
+  readonly connection: number
   readonly code: number
   readonly reason: string
-}> {}
+}> {
+  override get message(): string {
+    return `connection ${this.connection}: protocol violation, closed with ${this.code}: ${this.reason}`
+  }
+}
 
 /**
  * An operation needed an open connection, and the closing handshake had
- * already begun or ended.
+ * already begun or ended. `code` and `reason` are the connection's close code
+ * and reason once known (1005 and "closing" while the handshake is under way).
  *
  * @since 0.1.0
  * @category errors
  */
 export class ConnectionClosed extends Data.TaggedError("ConnectionClosed")<{
+  readonly connection: number
   readonly code: number
   readonly reason: string
-}> {}
+}> {
+  override get message(): string {
+    return `connection ${this.connection} closed (${this.code}${this.reason === "" ? "" : `: ${this.reason}`})`
+  }
+}
 
 /**
- * The outbound buffer passed its ceiling and the policy was `"close"` (the
- * connection is closed with 1008) or `"fail"`.
+ * The outbound buffer passed its ceiling under the `"close"` policy: the
+ * connection is closed with 1008.
  *
  * @since 0.1.0
  * @category errors
  */
 export class BufferOverflow extends Data.TaggedError("BufferOverflow")<{
+  readonly connection: number
   readonly bufferedAmount: number
   readonly limit: number
-}> {}
+}> {
+  override get message(): string {
+    return `connection ${this.connection}: outbound buffer overflow (${this.bufferedAmount} bytes buffered, limit ${this.limit}); closed with 1008`
+  }
+}
 
 /**
- * The transport failed (reset, write after the peer went away).
+ * `close` was given a code an endpoint may not send (only 1000-1003,
+ * 1007-1014 and 3000-4999 may be), or a reason longer than 123 UTF-8 bytes.
+ * Nothing was sent.
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category errors
  */
-export class TransportError extends Data.TaggedError("TransportError")<{
-  readonly reason: string
-}> {}
+export class InvalidClose extends Data.TaggedError("InvalidClose")<{
+  readonly connection: number
+  readonly code: number
+  readonly problem: string
+}> {
+  override get message(): string {
+    return `connection ${this.connection}: invalid close: ${this.problem}`
+  }
+}
 
 /**
  * What can go wrong on one connection.
@@ -75,7 +90,7 @@ export class TransportError extends Data.TaggedError("TransportError")<{
  * @since 0.1.0
  * @category errors
  */
-export type WebSocketErrorReason = HandshakeRejected | ProtocolViolation | ConnectionClosed | BufferOverflow | TransportError
+export type WebSocketErrorReason = ProtocolViolation | ConnectionClosed | BufferOverflow | InvalidClose
 
 /**
  * The error of a connection, with its `reason`.
@@ -87,33 +102,58 @@ export class WebSocketError extends Data.TaggedError("WebSocketError")<{
   readonly reason: WebSocketErrorReason
 }> {
   override get message(): string {
-    const r = this.reason
-    switch (r._tag) {
-      case "HandshakeRejected":
-        return `handshake rejected with ${r.status}: ${r.reason}`
-      case "ProtocolViolation":
-        return `protocol violation, closed with ${r.code}: ${r.reason}`
-      case "ConnectionClosed":
-        return `connection closed (${r.code}${r.reason === "" ? "" : `: ${r.reason}`})`
-      case "BufferOverflow":
-        return `outbound buffer overflow: ${r.bufferedAmount} bytes buffered, limit ${r.limit}`
-      case "TransportError":
-        return `transport error: ${r.reason}`
-    }
+    return this.reason.message
   }
 }
 
 /**
  * The server could not listen (address in use, permission denied, ...).
  *
- * @since 0.1.0
+ * @since 0.2.0
  * @category errors
  */
-export class ServerError extends Data.TaggedError("ServerError")<{
-  readonly reason: "ListenFailed"
+export class ListenFailed extends Data.TaggedError("ListenFailed")<{
   readonly cause: unknown
 }> {
   override get message(): string {
     return `websock server failed to listen: ${String(this.cause)}`
+  }
+}
+
+/**
+ * An option is invalid; `option` names it (e.g. `"maxMessageSize"`,
+ * `"compression.serverMaxWindowBits"`, `"routes"`).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class InvalidOption extends Data.TaggedError("InvalidOption")<{
+  readonly option: string
+  readonly problem: string
+}> {
+  override get message(): string {
+    return `websock: invalid option ${this.option}: ${this.problem}`
+  }
+}
+
+/**
+ * What can go wrong with the server itself.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export type ServerErrorReason = ListenFailed | InvalidOption
+
+/**
+ * The error of the server, with its `reason`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ServerError extends Data.TaggedError("ServerError")<{
+  readonly reason: ServerErrorReason
+}> {
+  override get message(): string {
+    return this.reason.message
   }
 }

@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import { Buffer, isUtf8 } from "node:buffer"
+import * as CloseReason from "./CloseReason.ts"
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -71,9 +72,7 @@ export const CloseCode = {
  * @since 0.1.0
  * @category close
  */
-export const isValidCloseCode = (code: number): boolean =>
-  Number.isInteger(code) &&
-  ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999))
+export const isValidCloseCode: (code: number) => boolean = CloseReason.isSendable
 
 // ---------------------------------------------------------------------------
 // Models
@@ -162,8 +161,8 @@ export type DecodeResult =
     readonly _tag: "Violation"
     /** Frames completed before the violation, in order. */
     readonly frames: ReadonlyArray<Frame>
-    readonly code: number
-    readonly reason: string
+    /** The fault, with its close code (1002 or 1009). */
+    readonly failure: CloseReason.ProtocolError | CloseReason.MessageTooBig
   }
 
 /**
@@ -186,24 +185,20 @@ export interface PartialFrame {
 // Violations: one place that maps each fault to its close code
 // ---------------------------------------------------------------------------
 
-interface Fault {
-  readonly code: number
-  readonly reason: string
-}
+type Fault = CloseReason.ProtocolError | CloseReason.MessageTooBig
 
-const fault = (code: number, reason: string): Fault => ({ code, reason })
-const RSV23 = fault(CloseCode.ProtocolError, "RSV2/RSV3 set but no extension negotiated them") // §5.2
-const RSV1_CONTROL = fault(CloseCode.ProtocolError, "RSV1 set on a control or continuation frame") // RFC 7692 §6
-const RSV1 = fault(CloseCode.ProtocolError, "RSV1 set but no extension negotiated it") // §5.2
-const RESERVED_OPCODE = fault(CloseCode.ProtocolError, "reserved opcode") // §5.2
-const FRAGMENTED_CONTROL = fault(CloseCode.ProtocolError, "fragmented control frame") // §5.5
-const UNMASKED = fault(CloseCode.ProtocolError, "unmasked frame from a client") // §5.1
-const MASKED = fault(CloseCode.ProtocolError, "masked frame from a server") // §5.1
-const CONTROL_TOO_LONG = fault(CloseCode.ProtocolError, "control frame payload longer than 125 bytes") // §5.5
-const NON_MINIMAL = fault(CloseCode.ProtocolError, "payload length not minimally encoded") // §5.2
-const LENGTH_MSB = fault(CloseCode.ProtocolError, "64-bit payload length with the most significant bit set") // §5.2
-const TOO_BIG = fault(CloseCode.MessageTooBig, "frame payload too big")
-const TOO_BIG_TO_BUFFER = fault(CloseCode.MessageTooBig, "frame payload too big to buffer")
+const RSV23 = CloseReason.protocolError("RSV2/RSV3 set but no extension negotiated them") // §5.2
+const RSV1_CONTROL = CloseReason.protocolError("RSV1 set on a control or continuation frame") // RFC 7692 §6
+const RSV1 = CloseReason.protocolError("RSV1 set but no extension negotiated it") // §5.2
+const RESERVED_OPCODE = CloseReason.protocolError("reserved opcode") // §5.2
+const FRAGMENTED_CONTROL = CloseReason.protocolError("fragmented control frame") // §5.5
+const UNMASKED = CloseReason.protocolError("unmasked frame from a client") // §5.1
+const MASKED = CloseReason.protocolError("masked frame from a server") // §5.1
+const CONTROL_TOO_LONG = CloseReason.protocolError("control frame payload longer than 125 bytes") // §5.5
+const NON_MINIMAL = CloseReason.protocolError("payload length not minimally encoded") // §5.2
+const LENGTH_MSB = CloseReason.protocolError("64-bit payload length with the most significant bit set") // §5.2
+const TOO_BIG = CloseReason.messageTooBig("frame payload too big")
+const TOO_BIG_TO_BUFFER = CloseReason.messageTooBig("frame payload too big to buffer")
 
 /** Checks the first header byte (§5.2): RSV bits, opcode, fragmented control frame. */
 const checkByte0 = (b0: number, allowRsv1: boolean): Fault | undefined => {
@@ -224,7 +219,10 @@ const checkByte1 = (b0: number, b1: number, options: DecoderOptions): Fault | un
   const masked = (b1 & 0x80) !== 0
   if (options.role === "server" ? !masked : masked) return masked ? MASKED : UNMASKED
   const length7 = b1 & 0x7f
-  if ((b0 & 0x08) !== 0 && length7 > 125) return CONTROL_TOO_LONG
+  if ((b0 & 0x08) !== 0) {
+    // §5.5: a control payload is at most 125 bytes, whatever the message limit.
+    return length7 > 125 ? CONTROL_TOO_LONG : undefined
+  }
   if (length7 < 126 && length7 > options.maxPayload) return TOO_BIG
   return undefined
 }
@@ -308,8 +306,7 @@ const frame = (b0: number, payload: Uint8Array): Frame => ({
 const violation = (frames: Array<Frame> | undefined, f: Fault): DecodeResult => ({
   _tag: "Violation",
   frames: frames ?? NO_FRAMES,
-  code: f.code,
-  reason: f.reason
+  failure: f
 })
 
 /**
@@ -660,10 +657,11 @@ export const encode = (
 export type ClosePayload =
   | { readonly _tag: "Empty" }
   | { readonly _tag: "Code"; readonly code: number; readonly reason: string }
-  | { readonly _tag: "Invalid"; readonly code: number; readonly reason: string }
+  | { readonly _tag: "Invalid"; readonly failure: CloseReason.ProtocolError | CloseReason.InvalidPayload }
 
 const textEncoder = new TextEncoder()
-const textDecoder = new TextDecoder()
+/** Keeps a leading U+FEFF: it is part of the reason, as it is part of a message. */
+const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
 const CLOSE_EMPTY: ClosePayload = { _tag: "Empty" }
 
 /**
@@ -694,15 +692,15 @@ export const encodeClose = (code: number, reason: string): Uint8Array => {
 export const parseClose = (payload: Uint8Array): ClosePayload => {
   if (payload.length === 0) return CLOSE_EMPTY
   if (payload.length === 1) {
-    return { _tag: "Invalid", code: CloseCode.ProtocolError, reason: "1-byte close payload" }
+    return { _tag: "Invalid", failure: CloseReason.protocolError("1-byte close payload") }
   }
   const code = (payload[0] << 8) | payload[1]
   if (!isValidCloseCode(code)) {
-    return { _tag: "Invalid", code: CloseCode.ProtocolError, reason: `invalid close code ${code}` }
+    return { _tag: "Invalid", failure: CloseReason.protocolError(`invalid close code ${code}`) }
   }
   const reason = payload.subarray(2)
   if (!isUtf8(reason)) {
-    return { _tag: "Invalid", code: CloseCode.InvalidPayload, reason: "close reason is not UTF-8" }
+    return { _tag: "Invalid", failure: CloseReason.invalidPayload("close reason is not UTF-8") }
   }
   return { _tag: "Code", code, reason: textDecoder.decode(reason) }
 }

@@ -81,6 +81,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
 import * as Zlib from "node:zlib"
+import * as CloseReason from "./CloseReason.ts"
 
 // -----------------------------------------------------------------------------
 // Options
@@ -144,24 +145,33 @@ export const defaults: Options = {
 }
 
 /**
- * The problems with a policy, empty when it is valid. For the server to check
- * once, when it is configured, rather than per handshake.
+ * The problems with a policy, empty when it is valid, each naming its field.
+ * For the server to check once, when it is configured, rather than per
+ * handshake.
  *
  * @since 0.1.0
  * @category options
  */
-export const validate = (options: Options): ReadonlyArray<string> => {
-  const problems: Array<string> = []
-  const range = (name: string, value: number, min: number, max: number) => {
-    if (!Number.isInteger(value) || value < min || value > max) {
-      problems.push(`${name} must be an integer in ${min}..${max}, got ${value}`)
+export const validate = (options: Options): ReadonlyArray<{ readonly option: string; readonly problem: string }> => {
+  const problems: Array<{ readonly option: string; readonly problem: string }> = []
+  const range = (option: keyof Options, min: number, max: number) => {
+    const value = options[option]
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+      problems.push({ option, problem: `must be an integer in ${min}..${max}, got ${String(value)}` })
     }
   }
-  range("serverMaxWindowBits", options.serverMaxWindowBits, 8, 15)
-  range("clientMaxWindowBits", options.clientMaxWindowBits, 8, 15)
-  range("level", options.level, 0, 9)
-  range("memLevel", options.memLevel, 1, 9)
-  if (!(options.threshold >= 0)) problems.push(`threshold must be >= 0, got ${options.threshold}`)
+  const flag = (option: keyof Options) => {
+    if (typeof options[option] !== "boolean") problems.push({ option, problem: `must be a boolean, got ${String(options[option])}` })
+  }
+  // RFC 7692 §7.1.2.1, §7.1.2.2: window bits are 8 to 15.
+  range("serverMaxWindowBits", 8, 15)
+  range("clientMaxWindowBits", 8, 15)
+  range("level", 0, 9)
+  range("memLevel", 1, 9)
+  range("threshold", 0, Number.MAX_SAFE_INTEGER)
+  flag("enabled")
+  flag("serverNoContextTakeover")
+  flag("clientNoContextTakeover")
   return problems
 }
 
@@ -371,9 +381,16 @@ export const negotiate = (offers: ReadonlyArray<Offer>, options: Options): Negot
  * @category errors
  */
 export class InflateError extends Data.TaggedError("InflateError")<{
-  readonly code: 1007 | 1009
-  readonly reason: string
-}> {}
+  readonly failure: CloseReason.InvalidPayload | CloseReason.MessageTooBig
+}> {
+  /** The close code the connection fails with: 1007 (not valid DEFLATE data) or 1009 (inflates past the limit). */
+  get code(): 1007 | 1009 {
+    return this.failure.code
+  }
+  get reason(): string {
+    return this.failure.reason
+  }
+}
 
 /**
  * A connection's compression contexts.
@@ -529,7 +546,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
             // Decompression bomb guard: stop before holding more than maxSize;
             // closing the stream queues no further thread-pool job.
             dropInflater()
-            settle(Effect.fail(new InflateError({ code: 1009, reason: `inflated message exceeds ${maxSize} bytes` })))
+            settle(Effect.fail(new InflateError({ failure: CloseReason.messageTooBig(`inflated message exceeds ${maxSize} bytes`) })))
             return
           }
           chunks.push(chunk)
@@ -537,7 +554,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
         error: (error) => {
           if (settled) return
           dropInflater()
-          settle(Effect.fail(new InflateError({ code: 1007, reason: describe(error) })))
+          settle(Effect.fail(new InflateError({ failure: CloseReason.invalidPayload(describe(error)) })))
         }
       }
       const abort = () => {
@@ -560,7 +577,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
         if (settled) return
         if (error) {
           dropInflater()
-          return settle(Effect.fail(new InflateError({ code: 1007, reason: describe(error) })))
+          return settle(Effect.fail(new InflateError({ failure: CloseReason.invalidPayload(describe(error)) })))
         }
         // zlib stops at a block with BFINAL set and leaves the rest of the input
         // (at least our trailer) unconsumed: that stream is over, so the next

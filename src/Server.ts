@@ -30,18 +30,22 @@
  */
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as Net from "node:net"
-import { ServerError, WebSocketError } from "./Errors.ts"
-import * as Frame from "./Frame.ts"
+import { inspect } from "node:util"
+import * as CloseReason from "./CloseReason.ts"
+import { InvalidOption, ListenFailed, ServerError } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
+import { Driver, type Clock } from "./internal/driver.ts"
+import * as Settings from "./internal/settings.ts"
 import * as PerMessageDeflate from "./PerMessageDeflate.ts"
-import * as WebSocket from "./WebSocket.ts"
+import type * as WebSocket from "./WebSocket.ts"
 
 /**
  * A route: the handler of its connections and, optionally, how the upgrade
@@ -52,12 +56,14 @@ import * as WebSocket from "./WebSocket.ts"
  */
 export interface Route<R = never> {
   /**
-   * Runs for the lifetime of one connection. When it returns, the connection
-   * is closed with 1000; when it fails or dies, with 1011 (and the cause is
-   * logged once). Failing with `ConnectionClosed` after the peer went away is
-   * not an error.
+   * Runs for the lifetime of one connection, in a fiber and a scope of its
+   * own. When it returns (or fails with its own connection's
+   * `ConnectionClosed`), the connection is closed with 1000; when it fails or
+   * dies otherwise, with 1011 (and the cause is logged once); when it is
+   * interrupted, with 1001. Once the connection is over and every message
+   * was delivered, it is interrupted and its scope closed.
    */
-  readonly handler: (socket: WebSocket.WebSocket) => Effect.Effect<unknown, unknown, R>
+  readonly handler: (socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, R>
   /**
    * Chooses a subprotocol among the ones the client offered (in its order of
    * preference). Returning anything not offered is ignored.
@@ -68,32 +74,63 @@ export interface Route<R = never> {
 }
 
 /**
- * The server's settings. Every one has a safe default (see `defaults`).
+ * A route as the `routes` option takes it: a handler, or a `Route`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type RouteInput = Route<any> | ((socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, any>)
+
+/**
+ * The services the routes' handlers need, less `Scope` (each connection has
+ * a scope of its own).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Requirements<Routes> = Exclude<
+  {
+    [K in keyof Routes]: Routes[K] extends { readonly handler: (socket: any) => Effect.Effect<any, any, infer R> } ? R
+      : Routes[K] extends (socket: any) => Effect.Effect<any, any, infer R> ? R
+      : never
+  }[keyof Routes],
+  Scope.Scope
+>
+
+/**
+ * The server's settings. Every one has a safe default (see `defaults`). Time
+ * settings take a `Duration.Input` ("10 seconds", or a number of
+ * milliseconds).
  *
  * @since 0.1.0
  * @category models
  */
-export interface Options<R = never> {
+export interface Options<Routes extends Readonly<Record<string, RouteInput>> = Readonly<Record<string, RouteInput>>> {
   /** TCP port; 0 picks a free one. Default 0. */
   readonly port?: number | undefined
   /** Address to listen on. Default: all interfaces. */
   readonly host?: string | undefined
-  /** Handlers by request path; any other path is answered 404. */
-  readonly routes: Readonly<Record<string, Route<R> | Route<R>["handler"]>>
+  /**
+   * Handlers by request path: plain paths (`/chat`) or paths with `:name`
+   * segments (`/rooms/:id`, read from `request.params`); the query does not
+   * take part. Any other path is answered 404. A key of another form fails
+   * `make` with `InvalidOption`.
+   */
+  readonly routes: Routes
   /** Largest message, across all its fragments and after inflating (1009 beyond). Default 1 MiB. */
   readonly maxMessageSize?: number | undefined
   /** Largest HTTP request head (431 beyond). Default 16 KiB. */
   readonly maxHeadSize?: number | undefined
   /** Time to complete the upgrade request (slowloris). Default 10 s. */
-  readonly handshakeTimeout?: number | undefined
+  readonly handshakeTimeout?: Duration.Input | undefined
   /** Time to wait for the peer's Close after ours, then for its TCP close. Default 5 s. */
-  readonly closeTimeout?: number | undefined
+  readonly closeTimeout?: Duration.Input | undefined
   /** Interval of automatic Pings; 0 disables them. Default 30 s. */
-  readonly pingInterval?: number | undefined
+  readonly pingInterval?: Duration.Input | undefined
   /** A peer that sends nothing (no Pong, no data) for this long is closed with 1001; 0 disables. Default 120 s. */
-  readonly idleTimeout?: number | undefined
+  readonly idleTimeout?: Duration.Input | undefined
   /** Maximum lifetime of a connection (closed with 1001 after it); 0 disables. Default 0. */
-  readonly maxLifetime?: number | undefined
+  readonly maxLifetime?: Duration.Input | undefined
   /** `send` suspends while more than this many bytes wait to be written. Default 1 MiB. */
   readonly highWaterMark?: number | undefined
   /** The ceiling for the `"drop"` and `"close"` overflow policies, and for automatic Pongs. Default 16 MiB. */
@@ -105,33 +142,18 @@ export interface Options<R = never> {
   /** Open and opening connections beyond which an upgrade is answered 503. Default 10,000. */
   readonly maxConnections?: number | undefined
   /** On shutdown, time for open connections to finish their closing handshake. Default 10 s. */
-  readonly shutdownTimeout?: number | undefined
+  readonly shutdownTimeout?: Duration.Input | undefined
   /** permessage-deflate policy; `false` or absent: never negotiated. */
   readonly compression?: Partial<PerMessageDeflate.Options> | false | undefined
 }
 
 /**
- * The defaults of every numeric setting.
+ * The defaults of every setting (times in milliseconds).
  *
  * @since 0.1.0
  * @category constants
  */
-export const defaults = {
-  port: 0,
-  maxMessageSize: 1024 * 1024,
-  maxHeadSize: 16 * 1024,
-  handshakeTimeout: 10_000,
-  closeTimeout: 5_000,
-  pingInterval: 30_000,
-  idleTimeout: 120_000,
-  maxLifetime: 0,
-  highWaterMark: 1024 * 1024,
-  maxBufferedAmount: 16 * 1024 * 1024,
-  overflow: "wait",
-  inboxHighWaterMark: 256,
-  maxConnections: 10_000,
-  shutdownTimeout: 10_000
-} as const
+export const defaults = Settings.defaults
 
 /**
  * A running server.
@@ -158,17 +180,20 @@ export class WebSocketServer extends Context.Service<WebSocketServer, RunningSer
  * Starts a server in the current scope; closing the scope shuts it down
  * gracefully: it stops accepting, answers half-open handshakes with 503,
  * closes every connection with 1001, waits for their closing handshakes up to
- * `shutdownTimeout`, then ends what remains.
+ * `shutdownTimeout`, then ends what remains. Bad options fail with
+ * `InvalidOption` naming the option, before anything listens.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServer, ServerError, Scope.Scope | R> =>
+export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
+  options: Options<Routes>
+): Effect.Effect<RunningServer, ServerError, Scope.Scope | Requirements<Routes>> =>
   Effect.gen(function*() {
-    const settings = resolve(options)
-    const runFork = yield* FiberSet.makeRuntime<R>()
-    const context = yield* Effect.context<R>()
-    const runPromise = Effect.runPromiseWith(context)
+    const settings = yield* resolve(options)
+    const runFork = yield* FiberSet.makeRuntime<any>()
+    const context = yield* Effect.context<any>()
+    const runPromiseExit = Effect.runPromiseExitWith(context)
     const state: ServerState = {
       shuttingDown: false,
       handshaking: new Map(),
@@ -176,15 +201,15 @@ export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServe
       active: 0,
       idleWaiters: []
     }
-    const clock: WebSocket.Clock = { now: Date.now() }
-    const runtime: Runtime<R> = { settings, state, runFork, runPromise, clock }
+    const clock: Clock = { now: Date.now() }
+    const runtime: Runtime = { settings, state, runFork, runPromiseExit, clock }
     // One timer for every connection's keepalive, idle timeout and lifetime.
     yield* Effect.acquireRelease(
       Effect.sync(() => {
         const timer = setInterval(() => {
           const now = (clock.now = Date.now())
           for (const driver of state.drivers) driver.tick(now)
-        }, sweepPeriod(settings.driver))
+        }, sweepPeriod(settings.limits))
         timer.unref()
         return timer
       }),
@@ -193,9 +218,9 @@ export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServe
     const server = Net.createServer({ pauseOnConnect: true, noDelay: true })
     server.on("connection", (socket) => accept(socket, runtime))
     yield* Effect.callback<void, ServerError>((resume) => {
-      const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: "ListenFailed", cause })))
+      const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: new ListenFailed({ cause }) })))
       server.once("error", onError)
-      server.listen({ port: settings.port, host: options.host }, () => {
+      server.listen({ port: settings.port, host: settings.host }, () => {
         server.off("error", onError)
         resume(Effect.void)
       })
@@ -220,8 +245,9 @@ export const make = <R = never>(options: Options<R>): Effect.Effect<RunningServe
  * @since 0.1.0
  * @category layers
  */
-export const layer = <R = never>(options: Options<R>): Layer.Layer<WebSocketServer, ServerError, R> =>
-  Layer.effect(WebSocketServer, make(options))
+export const layer = <const Routes extends Readonly<Record<string, RouteInput>>>(
+  options: Options<Routes>
+): Layer.Layer<WebSocketServer, ServerError, Requirements<Routes>> => Layer.effect(WebSocketServer, make(options))
 
 /**
  * Runs a server until interrupted (then shuts it down gracefully).
@@ -229,65 +255,34 @@ export const layer = <R = never>(options: Options<R>): Layer.Layer<WebSocketServ
  * @since 0.1.0
  * @category constructors
  */
-export const serve = <R = never>(options: Options<R>): Effect.Effect<never, ServerError, R> =>
-  Effect.scoped(Effect.andThen(make(options), Effect.never))
+export const serve = <const Routes extends Readonly<Record<string, RouteInput>>>(
+  options: Options<Routes>
+): Effect.Effect<never, ServerError, Requirements<Routes>> => Effect.scoped(Effect.andThen(make(options), Effect.never))
 
 // -----------------------------------------------------------------------------
 // internals
 // -----------------------------------------------------------------------------
 
-interface Settings<R> {
-  readonly port: number
-  readonly routes: ReadonlyMap<string, Route<R>>
-  readonly maxHeadSize: number
-  readonly handshakeTimeout: number
-  readonly closeTimeout: number
-  readonly maxConnections: number
-  readonly shutdownTimeout: number
-  readonly driver: WebSocket.DriverOptions
-  readonly compression: PerMessageDeflate.Options | undefined
-}
+type ResolvedRoute = Route<any>
 
 interface ServerState {
   shuttingDown: boolean
   /** Sockets reading their request head, by the function that abandons the read. */
   readonly handshaking: Map<() => void, Net.Socket>
-  readonly drivers: Set<WebSocket.Driver>
+  readonly drivers: Set<Driver>
   /** Accepted sockets not yet ended (handshaking or upgraded). */
   active: number
   idleWaiters: Array<() => void>
 }
 
-const resolve = <R>(options: Options<R>): Settings<R> => {
-  const routes = new Map<string, Route<R>>()
-  for (const [path, route] of Object.entries(options.routes)) {
-    routes.set(path, typeof route === "function" ? { handler: route } : route)
-  }
-  const compression = options.compression === undefined || options.compression === false
-    ? undefined
-    : { ...PerMessageDeflate.defaults, ...options.compression }
-  return {
-    port: options.port ?? defaults.port,
-    routes,
-    maxHeadSize: options.maxHeadSize ?? defaults.maxHeadSize,
-    handshakeTimeout: options.handshakeTimeout ?? defaults.handshakeTimeout,
-    closeTimeout: options.closeTimeout ?? defaults.closeTimeout,
-    maxConnections: options.maxConnections ?? defaults.maxConnections,
-    shutdownTimeout: options.shutdownTimeout ?? defaults.shutdownTimeout,
-    compression: compression !== undefined && compression.enabled ? compression : undefined,
-    driver: {
-      maxMessageSize: options.maxMessageSize ?? defaults.maxMessageSize,
-      closeTimeout: options.closeTimeout ?? defaults.closeTimeout,
-      pingInterval: options.pingInterval ?? defaults.pingInterval,
-      idleTimeout: options.idleTimeout ?? defaults.idleTimeout,
-      maxLifetime: options.maxLifetime ?? defaults.maxLifetime,
-      highWaterMark: options.highWaterMark ?? defaults.highWaterMark,
-      maxBufferedAmount: options.maxBufferedAmount ?? defaults.maxBufferedAmount,
-      overflow: options.overflow ?? defaults.overflow,
-      inboxHighWaterMark: options.inboxHighWaterMark ?? defaults.inboxHighWaterMark
-    }
-  }
-}
+const resolve = (options: Options<any>): Effect.Effect<Settings.Settings<ResolvedRoute>, ServerError> =>
+  Effect.try({
+    try: () => Settings.resolve<ResolvedRoute>(options),
+    catch: (error) =>
+      new ServerError({
+        reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
+      })
+  })
 
 const ignore = (): void => {}
 
@@ -344,26 +339,21 @@ const readHead = (socket: Net.Socket, maxHeadSize: number, timeout: number, done
   return () => finish(undefined)
 }
 
-const isConnectionClosed = (cause: Cause.Cause<unknown>): boolean => {
-  const error = Cause.findErrorOption(cause)
-  return error._tag === "Some" && error.value instanceof WebSocketError && error.value.reason._tag === "ConnectionClosed"
-}
-
 /** What the server needs to run connections. */
-interface Runtime<R> {
-  readonly settings: Settings<R>
+interface Runtime {
+  readonly settings: Settings.Settings<ResolvedRoute>
   readonly state: ServerState
-  readonly runFork: <A, E>(effect: Effect.Effect<A, E, R>) => Fiber.Fiber<A, E>
-  readonly runPromise: <A, E>(effect: Effect.Effect<A, E, R>) => Promise<A>
-  readonly clock: WebSocket.Clock
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.Fiber<A, E>
+  readonly runPromiseExit: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<Exit.Exit<A, E>>
+  readonly clock: Clock
 }
 
 /**
  * How often the timer sweep runs: a fifth of the shortest timer, between
  * 5 ms and 1 s, so that a timer fires at most 20% (or 1 s) late.
  */
-const sweepPeriod = (options: WebSocket.DriverOptions): number => {
-  const timers = [options.pingInterval, options.idleTimeout, options.maxLifetime].filter((t) => t > 0)
+const sweepPeriod = (limits: { readonly pingInterval: number; readonly idleTimeout: number; readonly maxLifetime: number }): number => {
+  const timers = [limits.pingInterval, limits.idleTimeout, limits.maxLifetime].filter((t) => t > 0)
   return timers.length === 0 ? 1000 : Math.min(1000, Math.max(5, Math.floor(Math.min(...timers) / 5)))
 }
 
@@ -371,7 +361,7 @@ const sweepPeriod = (options: WebSocket.DriverOptions): number => {
  * Takes an accepted socket through the handshake. No fiber exists until the
  * upgrade succeeds: a connection's fiber is its handler's.
  */
-const accept = <R>(socket: Net.Socket, runtime: Runtime<R>): void => {
+const accept = (socket: Net.Socket, runtime: Runtime): void => {
   const { settings, state } = runtime
   socket.on("error", ignore)
   if (state.shuttingDown || state.active >= settings.maxConnections) {
@@ -422,19 +412,21 @@ const ended = (state: ServerState): void => {
 }
 
 /** Answers the upgrade request, then runs the connection. */
-const upgrade = <R>(socket: Net.Socket, request: Handshake.Request, rest: Uint8Array, runtime: Runtime<R>): void => {
+const upgrade = (socket: Net.Socket, request: Handshake.Request, rest: Uint8Array, runtime: Runtime): void => {
   const { settings, state } = runtime
   const linger = settings.closeTimeout
   if (state.shuttingDown) return rejectAndEnd(socket, 503, "server shutting down", linger, state)
   const decision = Handshake.validateUpgrade(request)
   if (decision._tag === "Reject") return rejectAndEnd(socket, decision.status, decision.reason, linger, state, decision.headers)
-  const route = settings.routes.get(request.path)
-  if (route === undefined) return rejectAndEnd(socket, 404, "no route for this path", linger, state)
+  const match = settings.router.match(request.path)
+  if (match === undefined) return rejectAndEnd(socket, 404, "no route for this path", linger, state)
+  const route = match.value
   const req: WebSocket.Request = {
     method: request.method,
     target: request.target,
     path: request.path,
     query: request.query,
+    params: match.params,
     headers: request.headers,
     remoteAddress: socket.remoteAddress,
     remotePort: socket.remotePort
@@ -456,7 +448,7 @@ const upgrade = <R>(socket: Net.Socket, request: Handshake.Request, rest: Uint8A
     extra = route.headers?.(req) ?? []
   } catch (cause) {
     // The route's own code failed: this upgrade gets a 500, the server goes on.
-    runtime.runFork(Effect.logError("websock: the route's protocol or headers function threw; answered 500", cause).pipe(
+    runtime.runFork(Effect.logError("websock: the route's protocol or headers function threw; answered 500", describe(cause)).pipe(
       Effect.annotateLogs({ path: request.path })
     ))
     return rejectAndEnd(socket, 500, "internal error", linger, state)
@@ -474,19 +466,20 @@ const upgrade = <R>(socket: Net.Socket, request: Handshake.Request, rest: Uint8A
 
 /**
  * Runs an upgraded connection: a `Driver` for the socket, and the handler in
- * a fiber with a scope of its own (closed when the handler ends). The
- * connection has ended when both the socket has closed and the handler has
- * returned.
+ * a fiber with a scope of its own. The handler is interrupted once the
+ * connection is over and its messages were delivered (its scope closes
+ * then); the connection has ended when both the socket has closed and the
+ * handler's fiber is done.
  */
-const run = <R>(
+const run = (
   socket: Net.Socket,
-  route: Route<R>,
+  route: ResolvedRoute,
   req: WebSocket.Request,
   protocol: string | undefined,
   extensions: string | undefined,
   negotiated: PerMessageDeflate.Negotiated | undefined,
   rest: Uint8Array,
-  runtime: Runtime<R>
+  runtime: Runtime
 ): void => {
   const { settings, state } = runtime
   // zlib contexts live in a scope of the connection's, closed when it ends.
@@ -500,62 +493,92 @@ const run = <R>(
     if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
     ended(state)
   }
-  const driver = new WebSocket.Driver(
+  let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** Set when the server interrupts the handler because its connection is over. */
+  let over = false
+  const driver = new Driver({
     socket,
-    settings.driver,
-    req,
+    limits: settings.limits,
+    request: req,
     protocol,
     extensions,
     codec,
-    settings.compression?.threshold ?? 0,
-    runtime.runPromise,
-    (d, outcome) => {
+    deflateThreshold: settings.compression?.threshold ?? 0,
+    run: runtime.runPromiseExit,
+    clock: runtime.clock,
+    onEnd: (d, outcome) => {
       state.drivers.delete(d)
-      if (!outcome.clean && outcome.initiator === "local" && isViolation(outcome.code)) {
-        runtime.runFork(Effect.logWarning(`websock: connection failed with ${outcome.code}: ${outcome.reason}`).pipe(
+      const detail = outcome.detail
+      if (detail !== undefined && CloseReason.isViolation(detail)) {
+        runtime.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
           Effect.annotateLogs(annotations(d))
         ))
       }
       done()
     },
-    runtime.clock
-  )
+    onOver: () => {
+      over = true
+      fiber?.interruptUnsafe()
+    }
+  })
   state.drivers.add(driver)
   // Suspended, so that a handler that throws before returning its Effect is
   // a defect of its own connection (1011), like one that dies inside it.
-  const fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
+  fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
   fiber.addObserver((exit) => {
-    if (Exit.isSuccess(exit) || isConnectionClosed(exit.cause)) {
-      // Returned, or failed because a connection (this one, or another it
-      // relayed to) had closed: close normally (ignored if already closing).
-      driver.input({ _tag: "Close", code: Frame.CloseCode.Normal, reason: "" })
+    if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
+      // Returned, or ended by its own connection's close: close normally
+      // (nothing happens if the connection is already closing).
+      driver.closeWith(CloseReason.normal())
     } else if (!Cause.hasInterruptsOnly(exit.cause)) {
-      driver.input({ _tag: "Close", code: Frame.CloseCode.InternalError, reason: "internal error" })
-      runtime.runFork(Effect.logError("websock: handler failed; connection closed with 1011", exit.cause).pipe(
-        Effect.annotateLogs(annotations(driver))
-      ))
+      driver.closeWith(CloseReason.internalError("internal error"))
+      const code = driver.sentCode()
+      runtime.runFork(
+        Effect.logError(`websock: handler failed; connection closed with ${code ?? "its earlier close"}`, describe(exit.cause)).pipe(
+          Effect.annotateLogs(annotations(driver))
+        )
+      )
     } else if (state.shuttingDown) {
       // Interrupted by a shutdown past its timeout: the connection goes too.
-      driver.dispose()
-    } else {
-      driver.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "" })
+      driver.abort()
+    } else if (!over) {
+      driver.closeWith(CloseReason.goingAway("handler interrupted"))
     }
     done()
   })
   driver.start(rest)
 }
 
-const annotations = (driver: WebSocket.Driver) => ({
+const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
+  const error = Cause.findErrorOption(cause)
+  return error._tag === "Some" && driver.isOwnClose(error.value)
+}
+
+/**
+ * A failure as a log line shows it: each error with its fields (a tagged
+ * error's data, not only its stack), never payload bytes (our errors carry
+ * none).
+ */
+const describe = (cause: unknown): string => {
+  if (Cause.isCause(cause)) {
+    return cause.reasons.map((reason) =>
+      reason._tag === "Fail"
+        ? inspect(reason.error, { depth: 3, breakLength: Infinity })
+        : reason._tag === "Die"
+        ? inspect(reason.defect, { depth: 3, breakLength: Infinity })
+        : "interrupted"
+    ).join("\n")
+  }
+  return inspect(cause, { depth: 3, breakLength: Infinity })
+}
+
+const annotations = (driver: Driver) => ({
   connection: driver.id,
-  remote: `${driver.handle.request.remoteAddress}:${driver.handle.request.remotePort}`,
-  path: driver.handle.request.path
+  remote: `${driver.request.remoteAddress}:${driver.request.remotePort}`,
+  path: driver.request.path
 })
 
-const isViolation = (code: number): boolean =>
-  code === Frame.CloseCode.ProtocolError || code === Frame.CloseCode.InvalidPayload ||
-  code === Frame.CloseCode.MessageTooBig || code === Frame.CloseCode.UnsupportedData
-
-const shutdown = (server: Net.Server, state: ServerState, settings: Settings<unknown>): Effect.Effect<void> =>
+const shutdown = (server: Net.Server, state: ServerState, settings: Settings.Settings<ResolvedRoute>): Effect.Effect<void> =>
   Effect.gen(function*() {
     state.shuttingDown = true
     server.close()
@@ -564,9 +587,7 @@ const shutdown = (server: Net.Server, state: ServerState, settings: Settings<unk
       cancel()
       rejectAndEnd(socket, 503, "server shutting down", settings.closeTimeout, state)
     }
-    for (const driver of state.drivers) {
-      driver.input({ _tag: "Close", code: Frame.CloseCode.GoingAway, reason: "server shutting down" })
-    }
+    for (const driver of state.drivers) driver.closeWith(CloseReason.goingAway("server shutting down"))
     const allEnded = Effect.callback<void>((resume) => {
       if (state.active === 0) return resume(Effect.void)
       const waiter = () => resume(Effect.void)
@@ -578,5 +599,5 @@ const shutdown = (server: Net.Server, state: ServerState, settings: Settings<unk
     })
     yield* allEnded.pipe(Effect.timeoutOrElse({ duration: settings.shutdownTimeout, orElse: () => Effect.void }))
     // What remains is interrupted by the FiberSet's own finalizer, which
-    // disposes each connection (and destroys its socket).
+    // aborts each connection (and destroys its socket).
   })

@@ -3,6 +3,7 @@
  *
  * @since 0.1.0
  */
+export * as CloseReason from "./CloseReason.ts"
 export * as Connection from "./Connection.ts"
 export * as Errors from "./Errors.ts"
 export * as Frame from "./Frame.ts"

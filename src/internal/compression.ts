@@ -1,0 +1,190 @@
+/**
+ * permessage-deflate at run time for one connection: one ordered queue per
+ * direction, like ws's Sender. Received messages leave in the order they
+ * arrived, whether or not they had to be inflated first; sent messages go out
+ * in the order they were sent, whether or not they were deflated (context
+ * takeover makes the order of the compressed stream the order of the
+ * messages). zlib work runs on libuv's thread pool, one message at a time per
+ * direction (see `PerMessageDeflate`).
+ *
+ * Every outcome is reported, none swallowed: a message that does not inflate,
+ * or inflates past the size limit, is reported with its close reason; a
+ * deflate that fails reports a failure to the sender and to the driver.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import { Buffer } from "node:buffer"
+import * as CloseReason from "../CloseReason.ts"
+import type * as PerMessageDeflate from "../PerMessageDeflate.ts"
+
+type Message = string | Uint8Array
+
+/** What the queues tell their driver. */
+export interface CompressionEvents {
+  /** A received message, in order: already a message, or inflated bytes (`text` says which kind). */
+  readonly received: (message: Message) => void
+  readonly inflated: (text: boolean, data: Uint8Array) => void
+  readonly inflateFailed: (reason: CloseReason.InvalidPayload | CloseReason.MessageTooBig) => void
+  /** A message to send, in order: deflated (`compressed`) or not. Returns false when the connection refuses it. */
+  readonly send: (payload: Uint8Array, text: boolean, compressed: boolean) => boolean
+  /** Deflating failed: the connection cannot go on. */
+  readonly deflateFailed: () => void
+}
+
+/** A received message waiting for its turn. */
+type Inbound =
+  | { readonly compressed: false; readonly message: Message }
+  | { readonly compressed: true; readonly text: boolean; readonly data: Uint8Array }
+
+/** A batch of messages sent together, and the sender waiting for it. */
+interface Outbound {
+  readonly messages: ReadonlyArray<Message>
+  readonly done: (sent: boolean) => void
+}
+
+/** @internal */
+export class Compression {
+  private inbound: Array<Inbound> = []
+  private inflating = false
+  private outbound: Array<Outbound> = []
+  private deflating = false
+  /** Set when the connection is over: queued work is abandoned. */
+  private stopped = false
+
+  private readonly codec: PerMessageDeflate.Codec
+  /** Messages below this many bytes go out uncompressed. */
+  private readonly threshold: number
+  private readonly maxMessageSize: number
+  /** Runs an effect detached (with the server's services). */
+  private readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<Exit.Exit<A, E>>
+  private readonly events: CompressionEvents
+
+  constructor(
+    codec: PerMessageDeflate.Codec,
+    threshold: number,
+    maxMessageSize: number,
+    run: <A, E>(effect: Effect.Effect<A, E>) => Promise<Exit.Exit<A, E>>,
+    events: CompressionEvents
+  ) {
+    this.codec = codec
+    this.threshold = threshold
+    this.maxMessageSize = maxMessageSize
+    this.run = run
+    this.events = events
+  }
+
+  /** Received messages not yet handed over (they count against the inbox's high-water mark). */
+  get pendingInbound(): number {
+    return this.inbound.length + (this.inflating ? 1 : 0)
+  }
+
+  /** A received message that needs no inflating: delivered now, or after the ones still inflating. */
+  receive(message: Message): void {
+    if (!this.inflating && this.inbound.length === 0) return this.events.received(message)
+    this.inbound.push({ compressed: false, message })
+  }
+
+  /** A received compressed message: inflated after the ones before it. */
+  receiveCompressed(text: boolean, data: Uint8Array): void {
+    this.inbound.push({ compressed: true, text, data })
+    this.pumpInbound()
+  }
+
+  private pumpInbound(): void {
+    while (!this.inflating && !this.stopped && this.inbound.length > 0) {
+      const next = this.inbound.shift()!
+      if (!next.compressed) {
+        this.events.received(next.message)
+        continue
+      }
+      this.inflating = true
+      void this.run(this.codec.inflate(next.data, this.maxMessageSize)).then((exit) => {
+        this.inflating = false
+        if (this.stopped) return
+        if (Exit.isSuccess(exit)) this.events.inflated(next.text, exit.value)
+        else {
+          const error = exit.cause.reasons.find((r) => r._tag === "Fail")
+          const failure = error?._tag === "Fail" ? error.error.failure : CloseReason.invalidPayload("inflate interrupted")
+          this.inbound = []
+          this.events.inflateFailed(failure)
+          return
+        }
+        this.pumpInbound()
+      })
+    }
+  }
+
+  /** Sends messages in order; `done(false)` when the connection refused them or deflating failed. */
+  send(messages: ReadonlyArray<Message>, done: (sent: boolean) => void): void {
+    this.outbound.push({ messages, done })
+    this.pumpOutbound()
+  }
+
+  private pumpOutbound(): void {
+    if (this.deflating) return
+    while (this.outbound.length > 0) {
+      const batch = this.outbound[0]!
+      const stage = this.sendFrom(batch, 0)
+      if (stage === "waiting") return
+      this.outbound.shift()
+    }
+  }
+
+  /** Sends `batch.messages[from..]`: "done" when the batch is over, "waiting" while a deflate runs. */
+  private sendFrom(batch: Outbound, from: number): "done" | "waiting" {
+    const messages = batch.messages
+    for (let i = from; i < messages.length; i++) {
+      if (this.stopped) {
+        batch.done(false)
+        return "done"
+      }
+      const message = messages[i]!
+      const text = typeof message === "string"
+      const payload = text ? Buffer.from(message, "utf8") : message
+      if (payload.length < this.threshold) {
+        if (!this.events.send(payload, text, false)) {
+          batch.done(false)
+          return "done"
+        }
+        continue
+      }
+      this.deflating = true
+      void this.run(this.codec.deflate(payload)).then((exit) => {
+        this.deflating = false
+        if (Exit.isFailure(exit)) {
+          // A fault of ours (zlib died, or the codec was closed under it).
+          batch.done(false)
+          this.outbound.shift()
+          if (!this.stopped) this.events.deflateFailed()
+          this.failAll()
+          return
+        }
+        if (!this.events.send(exit.value, text, true)) {
+          batch.done(false)
+        } else if (this.sendFrom(batch, i + 1) === "waiting") {
+          return
+        }
+        this.outbound.shift()
+        this.pumpOutbound()
+      })
+      return "waiting"
+    }
+    batch.done(true)
+    return "done"
+  }
+
+  private failAll(): void {
+    const outbound = this.outbound
+    this.outbound = []
+    for (const batch of outbound) batch.done(false)
+  }
+
+  /** The connection is over: queued messages are abandoned, waiting senders fail. */
+  stop(): void {
+    this.stopped = true
+    this.inbound = []
+    if (!this.deflating) this.failAll()
+  }
+}

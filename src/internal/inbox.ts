@@ -1,0 +1,181 @@
+/**
+ * The inbound side of one connection: the messages received and not yet
+ * taken by the handler, the one consumer that takes them (a `messages` stream
+ * or a `receive`), and the end of the messages.
+ *
+ * Consumers may follow one another without loss: a consumer's first pull
+ * takes one message (so `Stream.runHead`, `Stream.take(1)` and `receive`
+ * leave the rest for the next one), later pulls take every message waiting,
+ * as one batch. Two consumers at once are refused: the second dies at once.
+ *
+ * @internal
+ */
+import type { NonEmptyReadonlyArray } from "effect/Array"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import type { WebSocketError } from "../Errors.ts"
+
+/** A message: text as a string, binary as bytes. */
+type Message = string | Uint8Array
+
+/** The consumer waiting for messages. */
+interface Waiter {
+  /** At most this many messages. */
+  readonly limit: number
+  readonly give: (batch: NonEmptyReadonlyArray<Message>) => void
+  readonly end: () => void
+}
+
+/** What the inbox tells its driver. */
+export interface InboxEvents {
+  /** Messages were taken, or the consumer came back for more / went away: the handler may have caught up. */
+  readonly onProgress: () => void
+  /** The error of a `receive` after the end. */
+  readonly closedError: () => WebSocketError
+}
+
+const CONCURRENT = "websock: the connection's messages are already being consumed (one consumer at a time: a second `messages` stream or `receive` while one runs)"
+
+/** @internal */
+export class Inbox {
+  private items: Array<Message> = []
+  private waiter: Waiter | undefined = undefined
+  private ended = false
+  /** The consumer holds a batch it took and has not come back for more. */
+  private holding = false
+  /** A consumer is running (a stream between its start and its end, or a pending `receive`). */
+  private active = false
+  /** A consumer has run at some point. */
+  private used = false
+
+  private readonly events: InboxEvents
+
+  constructor(events: InboxEvents) {
+    this.events = events
+  }
+
+  get size(): number {
+    return this.items.length
+  }
+
+  /** Whether a consumer is running now. */
+  get consuming(): boolean {
+    return this.active
+  }
+
+  /** Whether any consumer ever ran. */
+  get subscribed(): boolean {
+    return this.used
+  }
+
+  /** Nothing waits to be taken and the consumer holds nothing. */
+  idle(): boolean {
+    return this.items.length === 0 && !this.holding
+  }
+
+  /** Whether the end was reached and every message was taken. */
+  drained(): boolean {
+    return this.ended && this.items.length === 0
+  }
+
+  push(message: Message): void {
+    this.items.push(message)
+  }
+
+  /** Hands waiting messages to a waiting consumer. */
+  hand(): void {
+    const waiter = this.waiter
+    if (waiter === undefined || this.items.length === 0) return
+    this.waiter = undefined
+    waiter.give(this.take(waiter.limit))
+  }
+
+  /** No more messages will arrive. */
+  end(): void {
+    this.ended = true
+    const waiter = this.waiter
+    if (waiter !== undefined && this.items.length === 0) {
+      this.waiter = undefined
+      waiter.end()
+    }
+  }
+
+  /** Only called when `items` is not empty. */
+  private take(limit: number): NonEmptyReadonlyArray<Message> {
+    let batch: Array<Message>
+    if (limit >= this.items.length) {
+      batch = this.items
+      this.items = []
+    } else {
+      batch = this.items.splice(0, limit)
+    }
+    this.holding = true
+    this.events.onProgress()
+    return batch as unknown as NonEmptyReadonlyArray<Message>
+  }
+
+  /** One pull: up to `limit` messages, or the end. */
+  private next(limit: number, give: Waiter["give"], end: () => void): void {
+    // Coming back for more means the previous batch has been handled.
+    this.holding = false
+    if (this.items.length > 0) return give(this.take(limit))
+    if (this.ended) return end()
+    this.waiter = { limit, give, end }
+    this.events.onProgress()
+  }
+
+  private cancel(): void {
+    this.waiter = undefined
+  }
+
+  private start(): boolean {
+    if (this.active) return false
+    this.active = true
+    this.used = true
+    return true
+  }
+
+  private stop(): void {
+    this.active = false
+    this.holding = false
+    this.waiter = undefined
+    this.events.onProgress()
+  }
+
+  /** The messages as a stream (see the module's note on consumers). */
+  stream(): Stream.Stream<Message> {
+    return Stream.unwrap(Effect.sync(() => {
+      if (!this.start()) return Stream.die(new Error(CONCURRENT))
+      let first = true // the first pull takes one message
+      const pull = Effect.callback<NonEmptyReadonlyArray<Message>, Cause.Done>((resume) => {
+        const limit = first ? 1 : Number.MAX_SAFE_INTEGER
+        first = false
+        this.next(limit, (batch) => resume(Effect.succeed(batch)), () => resume(Cause.done()))
+        return Effect.sync(() => this.cancel())
+      })
+      return Stream.fromPull(Effect.succeed(pull)).pipe(Stream.ensuring(Effect.sync(() => this.stop())))
+    }))
+  }
+
+  /** The next message; fails with the connection's closed error once the messages have ended. */
+  receive(): Effect.Effect<Message, WebSocketError> {
+    return Effect.suspend(() => {
+      if (!this.start()) return Effect.die(new Error(CONCURRENT))
+      return Effect.callback<Message, WebSocketError>((resume) => {
+        this.next(
+          1,
+          (batch) => {
+            this.stop()
+            resume(Effect.succeed(batch[0]))
+          },
+          () => {
+            this.stop()
+            resume(Effect.fail(this.events.closedError()))
+          }
+        )
+        return Effect.sync(() => this.stop())
+      })
+    })
+  }
+}

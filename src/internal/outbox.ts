@@ -1,0 +1,207 @@
+/**
+ * The outbound side of one connection: frames queued since the last flush,
+ * the flush itself (one `write` per turn of the event loop, or one corked
+ * `writev` for large batches), the count of buffered bytes, and the fibers
+ * suspended in `send` until the buffer drains below the high-water mark.
+ *
+ * It decides nothing about the protocol: the first byte of every data frame
+ * comes from `Connection.sendHeader`, control frames arrive encoded from
+ * `Connection.step`.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import { Buffer } from "node:buffer"
+import type { Duplex } from "node:stream"
+import * as Frame from "../Frame.ts"
+
+/** Bytes of outgoing frames encoded into one buffer per flush; more are written corked. */
+const SCRATCH_SIZE = 65536
+
+/**
+ * The buffer flushes encode into, shared by every connection (one flush runs
+ * at a time). Replaced when a socket keeps it for a write it could not
+ * finish at once.
+ */
+let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+
+const EMPTY = new Uint8Array(0)
+
+/** @internal */
+export class Outbox {
+  /** Payloads and encoded bytes waiting for the flush; text stays a string until it is encoded into the output. */
+  private out: Array<Uint8Array | string> = []
+  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or -1 for bytes already encoded. */
+  private first: Array<number> = []
+  /** Bytes in `out` (for text not yet encoded, its largest UTF-8 size). */
+  private bytes = 0
+  private scheduled = false
+  /** True while the driver handles a received chunk: it flushes at the end, with no microtask in between. */
+  batching = false
+  /** Set by the driver while it waits for the peer to read our writes: every flush asks to be told when written. */
+  watch = false
+  /** Set once nothing more will be written: waiters are released for good. */
+  private ended = false
+  /** Fibers suspended in `send`, waiting for the buffer to drain (allocated on first use). */
+  private waiters: Array<() => void> | undefined = undefined
+  /** `flush` bound to this outbox, allocated on the first write. */
+  private flushTask: (() => void) | undefined = undefined
+  /** `onWritten` bound, allocated when first needed. */
+  private writtenTask: (() => void) | undefined = undefined
+
+  private readonly socket: Duplex
+  private readonly highWaterMark: number
+  /** Called when what was buffered has reached the kernel (for read pausing). */
+  private readonly onWritten: () => void
+
+  constructor(socket: Duplex, highWaterMark: number, onWritten: () => void) {
+    this.socket = socket
+    this.highWaterMark = highWaterMark
+    this.onWritten = onWritten
+  }
+
+  /** Bytes written by the application but not yet handed to the kernel. */
+  buffered(): number {
+    return this.bytes + this.socket.writableLength
+  }
+
+  /** Queues bytes already encoded (control frames). */
+  encoded(chunk: Uint8Array): void {
+    if (chunk.length > 0) this.queue(-1, chunk, chunk.length)
+  }
+
+  /** Queues a data frame whose header (first byte `first`) is encoded at flush time, into the same buffer as its neighbours. */
+  frame(first: number, payload: Uint8Array): void {
+    this.queue(first, payload, Frame.headerSize(payload.length) + payload.length)
+  }
+
+  /** Queues a text frame: the string is encoded straight into the output at flush time. */
+  text(first: number, text: string): void {
+    const most = text.length * 3 // UTF-8 bytes at most (3 per UTF-16 unit)
+    this.queue(first, text, Frame.headerSize(most) + most)
+  }
+
+  private queue(first: number, chunk: Uint8Array | string, bytes: number): void {
+    this.out.push(chunk)
+    this.first.push(first)
+    this.bytes += bytes
+    if (!this.scheduled && !this.batching) {
+      this.scheduled = true
+      queueMicrotask(this.flushTask ??= () => this.flush())
+    }
+  }
+
+  /** Whether frames wait for the next flush. */
+  pending(): boolean {
+    return this.out.length > 0
+  }
+
+  /**
+   * Hands everything gathered since the last flush to the socket at once:
+   * up to `SCRATCH_SIZE` bytes are encoded into one reused buffer and written
+   * with one `write`; more are written corked (one `writev`), payloads
+   * uncopied.
+   */
+  flush(): void {
+    this.scheduled = false
+    const out = this.out
+    const first = this.first
+    const n = out.length
+    if (n === 0) return
+    const total = this.bytes
+    this.out = []
+    this.first = []
+    this.bytes = 0
+    const socket = this.socket
+    if (socket.destroyed || socket.writableEnded) return
+    if (total <= SCRATCH_SIZE) {
+      const buffer = scratch
+      let at = 0 // where the next header or payload goes in `buffer`
+      for (let i = 0; i < n; i++) {
+        const chunk = out[i]!
+        if (typeof chunk === "string") {
+          // Encoded after room for the largest header it could need; moved
+          // back when its actual length needs a shorter one.
+          const room = Frame.headerSize(chunk.length * 3)
+          const length = buffer.write(chunk, at + room, "utf8")
+          const size = Frame.headerSize(length)
+          if (size !== room) buffer.copyWithin(at + size, at + room, at + room + length)
+          at = Frame.writeHeader(buffer, at, first[i]!, length) + length
+        } else {
+          if (first[i]! >= 0) at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
+          buffer.set(chunk, at)
+          at += chunk.length
+        }
+      }
+      socket.write(buffer.subarray(0, at))
+      // Written synchronously, the kernel has the bytes and the buffer is free
+      // again; otherwise the socket holds it until it is written.
+      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+    } else {
+      socket.cork()
+      for (let i = 0; i < n; i++) {
+        const item = out[i]!
+        const chunk = typeof item === "string" ? Buffer.from(item, "utf8") : item
+        if (first[i]! >= 0) {
+          const header = new Uint8Array(Frame.headerSize(chunk.length))
+          Frame.writeHeader(header, 0, first[i]!, chunk.length)
+          socket.write(header)
+        }
+        socket.write(chunk)
+      }
+      socket.uncork()
+    }
+    if (this.watch || (this.waiters !== undefined && this.waiters.length > 0)) this.notifyWhenWritten()
+  }
+
+  /**
+   * Asks to be told once everything handed to the socket is written: 'drain'
+   * only follows a write() that returned false (the socket's own mark, 64 KiB
+   * on Node 22+), which a high-water mark below it never reaches.
+   */
+  notifyWhenWritten(): void {
+    const socket = this.socket
+    if (socket.destroyed || socket.writableEnded) return
+    socket.write(EMPTY, this.writtenTask ??= () => this.written())
+  }
+
+  /** What was buffered has been written (a write callback, or the socket's 'drain'). */
+  written(): void {
+    this.release()
+    this.onWritten()
+  }
+
+  /** Suspends until the buffer is at most the high-water mark (or nothing more can be written). */
+  awaitDrain(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      if (this.ended || this.buffered() <= this.highWaterMark) {
+        resume(Effect.void)
+        return
+      }
+      const waiter = () => resume(Effect.void)
+      const waiters = (this.waiters ??= [])
+      waiters.push(waiter)
+      // Everything may already be with the socket, below its own mark, so
+      // that no 'drain' will come: ask to be called once it is written.
+      if (this.out.length === 0) this.notifyWhenWritten()
+      return Effect.sync(() => {
+        const i = waiters.indexOf(waiter)
+        if (i >= 0) waiters.splice(i, 1)
+      })
+    })
+  }
+
+  /** Nothing more will be written (the transport is closing or gone): releases every waiter. */
+  end(): void {
+    this.ended = true
+    this.release()
+  }
+
+  private release(): void {
+    const waiters = this.waiters
+    if (waiters === undefined || waiters.length === 0) return
+    if (!this.ended && this.buffered() > this.highWaterMark) return
+    this.waiters = undefined
+    for (let i = 0; i < waiters.length; i++) waiters[i]!()
+  }
+}

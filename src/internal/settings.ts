@@ -1,0 +1,166 @@
+/**
+ * The server's options, checked and resolved once, when the server is made:
+ * every default filled in, every time setting read as a `Duration.Input`
+ * (numbers are milliseconds), every number checked for range and integrity,
+ * the routes compiled. A bad option fails with `InvalidOption` naming it.
+ *
+ * @internal
+ */
+import * as Duration from "effect/Duration"
+import { InvalidOption } from "../Errors.ts"
+import * as PerMessageDeflate from "../PerMessageDeflate.ts"
+import type * as WebSocket from "../WebSocket.ts"
+import type { Limits } from "./driver.ts"
+import * as Router from "./router.ts"
+
+/** The option values a route may take, as far as the settings are concerned. */
+export interface RouteShape {
+  readonly handler: (socket: WebSocket.WebSocketConnection) => unknown
+  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request) => string | undefined) | undefined
+  readonly headers?: ((request: WebSocket.Request) => ReadonlyArray<readonly [string, string]>) | undefined
+}
+
+/** What `resolve` reads. */
+export interface Input {
+  readonly port?: number | undefined
+  readonly host?: string | undefined
+  readonly routes: Readonly<Record<string, unknown>>
+  readonly maxMessageSize?: number | undefined
+  readonly maxHeadSize?: number | undefined
+  readonly handshakeTimeout?: Duration.Input | undefined
+  readonly closeTimeout?: Duration.Input | undefined
+  readonly pingInterval?: Duration.Input | undefined
+  readonly idleTimeout?: Duration.Input | undefined
+  readonly maxLifetime?: Duration.Input | undefined
+  readonly highWaterMark?: number | undefined
+  readonly maxBufferedAmount?: number | undefined
+  readonly overflow?: WebSocket.OverflowPolicy | undefined
+  readonly inboxHighWaterMark?: number | undefined
+  readonly maxConnections?: number | undefined
+  readonly shutdownTimeout?: Duration.Input | undefined
+  readonly compression?: Partial<PerMessageDeflate.Options> | false | undefined
+}
+
+/** The resolved settings. */
+export interface Settings<Route extends RouteShape> {
+  readonly port: number
+  readonly host: string | undefined
+  readonly router: Router.Router<Route>
+  readonly maxHeadSize: number
+  readonly handshakeTimeout: number
+  readonly closeTimeout: number
+  readonly maxConnections: number
+  readonly shutdownTimeout: number
+  readonly limits: Limits
+  readonly compression: PerMessageDeflate.Options | undefined
+}
+
+/** The defaults of every setting (times in milliseconds). */
+export const defaults = {
+  port: 0,
+  maxMessageSize: 1024 * 1024,
+  maxHeadSize: 16 * 1024,
+  handshakeTimeout: 10_000,
+  closeTimeout: 5_000,
+  pingInterval: 30_000,
+  idleTimeout: 120_000,
+  maxLifetime: 0,
+  highWaterMark: 1024 * 1024,
+  maxBufferedAmount: 16 * 1024 * 1024,
+  overflow: "wait",
+  inboxHighWaterMark: 256,
+  maxConnections: 10_000,
+  shutdownTimeout: 10_000
+} as const
+
+/** Timers are set with `setTimeout`, whose longest delay is 2^31-1 ms (about 24.8 days). */
+const MAX_TIMER = 2 ** 31 - 1
+
+const invalid = (option: string, problem: string): InvalidOption => new InvalidOption({ option, problem })
+
+const integer = (option: string, value: unknown, min: number, max: number = Number.MAX_SAFE_INTEGER): number => {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(option, `must be an integer in ${min}..${max}, got ${String(value)}`)
+  }
+  return value
+}
+
+/** A time setting: a `Duration.Input` (numbers are milliseconds), `min` ms at least (0 turns the timer off where allowed). */
+const millis = (option: string, value: Duration.Input | undefined, fallback: number, min: number): number => {
+  if (value === undefined) return fallback
+  const duration = typeof value === "number" ? (Number.isFinite(value) ? value : Number.NaN) : decode(value)
+  if (!(duration >= min && duration <= MAX_TIMER)) {
+    throw invalid(option, `must be a duration of ${min} ms to ${MAX_TIMER} ms (a number of milliseconds or e.g. "10 seconds"), got ${String(value)}`)
+  }
+  return Math.ceil(duration)
+}
+
+const decode = (value: Duration.Input): number => {
+  const duration = Duration.fromInput(value)
+  return duration._tag === "Some" ? Duration.toMillis(duration.value) : Number.NaN
+}
+
+/**
+ * Checks and resolves the options; throws `InvalidOption` (caught by the
+ * server's constructors and turned into a typed failure).
+ */
+export const resolve = <Route extends RouteShape>(options: Input): Settings<Route> => {
+  if (typeof options !== "object" || options === null) throw invalid("options", "must be an object")
+  const routes = options.routes
+  if (typeof routes !== "object" || routes === null) throw invalid("routes", "must be an object of route keys to handlers")
+  const entries: Array<readonly [string, Route]> = []
+  for (const [key, value] of Object.entries(routes)) {
+    const route = typeof value === "function" ? { handler: value } : value
+    if (typeof route !== "object" || route === null || typeof (route as RouteShape).handler !== "function") {
+      throw invalid("routes", `route ${JSON.stringify(key)} must be a handler or an object with a handler`)
+    }
+    entries.push([key, route as Route])
+  }
+  const router = Router.make(entries)
+  if ("problem" in router) throw invalid("routes", router.problem)
+  if (options.host !== undefined && typeof options.host !== "string") throw invalid("host", `must be a string, got ${String(options.host)}`)
+  const overflow = options.overflow ?? defaults.overflow
+  if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
+    throw invalid("overflow", `must be "wait", "drop" or "close", got ${String(overflow)}`)
+  }
+  const highWaterMark = integer("highWaterMark", options.highWaterMark ?? defaults.highWaterMark, 0)
+  const maxBufferedAmount = integer("maxBufferedAmount", options.maxBufferedAmount ?? defaults.maxBufferedAmount, 0)
+  if (maxBufferedAmount < highWaterMark) {
+    throw invalid("maxBufferedAmount", `must be at least highWaterMark (${highWaterMark}), got ${maxBufferedAmount}`)
+  }
+  const closeTimeout = millis("closeTimeout", options.closeTimeout, defaults.closeTimeout, 1)
+  return {
+    port: integer("port", options.port ?? defaults.port, 0, 65535),
+    host: options.host,
+    router,
+    maxHeadSize: integer("maxHeadSize", options.maxHeadSize ?? defaults.maxHeadSize, 256),
+    handshakeTimeout: millis("handshakeTimeout", options.handshakeTimeout, defaults.handshakeTimeout, 1),
+    closeTimeout,
+    maxConnections: integer("maxConnections", options.maxConnections ?? defaults.maxConnections, 1),
+    shutdownTimeout: millis("shutdownTimeout", options.shutdownTimeout, defaults.shutdownTimeout, 0),
+    compression: compression(options.compression),
+    limits: {
+      maxMessageSize: integer("maxMessageSize", options.maxMessageSize ?? defaults.maxMessageSize, 1),
+      closeTimeout,
+      pingInterval: millis("pingInterval", options.pingInterval, defaults.pingInterval, 0),
+      idleTimeout: millis("idleTimeout", options.idleTimeout, defaults.idleTimeout, 0),
+      maxLifetime: millis("maxLifetime", options.maxLifetime, defaults.maxLifetime, 0),
+      highWaterMark,
+      maxBufferedAmount,
+      overflow,
+      inboxHighWaterMark: integer("inboxHighWaterMark", options.inboxHighWaterMark ?? defaults.inboxHighWaterMark, 1)
+    }
+  }
+}
+
+const compression = (option: Partial<PerMessageDeflate.Options> | false | undefined): PerMessageDeflate.Options | undefined => {
+  if (option === undefined || option === false) return undefined
+  if (typeof option !== "object" || option === null) throw invalid("compression", "must be an object of permessage-deflate settings, or false")
+  for (const key of Object.keys(option)) {
+    if (!(key in PerMessageDeflate.defaults)) throw invalid(`compression.${key}`, "is not a permessage-deflate setting")
+  }
+  const resolved = { ...PerMessageDeflate.defaults, ...option }
+  const problems = PerMessageDeflate.validate(resolved)
+  if (problems.length > 0) throw invalid(`compression.${problems[0]!.option}`, problems[0]!.problem)
+  return resolved.enabled ? resolved : undefined
+}
