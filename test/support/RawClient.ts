@@ -147,8 +147,8 @@ const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
  * The server's side of every TCP connection accepted in this process, by
  * "server port:client port", from Node's `net.server.socket` diagnostics
  * channel (published before the server's own `connection` listener runs).
- * Only its `bytesRead` is ever looked at: what the server has read from the
- * kernel, whatever reads it (`data` events or not).
+ * Only its counters are ever looked at (see `serverBytesRead`); nothing is
+ * added to it but a `close` listener that drops it from here.
  */
 const accepted = new Map<string, Net.Socket>()
 DiagnosticsChannel.subscribe("net.server.socket", (message) => {
@@ -360,16 +360,20 @@ export class RawClient {
   }
 
   /**
-   * Bytes the server has read from this connection so far (its socket's
-   * `bytesRead`); undefined until the server has accepted it.
+   * Bytes of this connection the server's code has read so far: what its
+   * socket took from the kernel (`bytesRead`) less what waits in the
+   * socket's own buffer (`readableLength`: a paused socket goes on filling
+   * it up to its high-water mark without handing anything over). Undefined
+   * until the server has accepted the connection.
    */
   serverBytesRead(): number | undefined {
     if (this.peer === undefined) {
       const { localPort, remotePort } = this.socket
       if (localPort === undefined || remotePort === undefined) return undefined
       this.peer = accepted.get(`${remotePort}:${localPort}`)
+      if (this.peer === undefined) return undefined
     }
-    return this.peer?.bytesRead
+    return this.peer.bytesRead - this.peer.readableLength
   }
 
   /**
