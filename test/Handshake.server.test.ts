@@ -66,7 +66,7 @@ afterAll(() => server.close())
 /** The request's answer when it is an HTTP error: status, headers, body; the server must then end the connection. */
 const reject = async (options: Parameters<typeof RawClient.request>[1]) => {
   const c = await RawClient.request(server.port, options)
-  const body = Buffer.from(await c.expectEnd()).toString()
+  const body = text(await c.expectEnd())
   expect(c.response.headers.get("connection")?.toLowerCase()).toContain("close")
   return { status: c.response.status, headers: c.response.headers, body }
 }
@@ -404,11 +404,11 @@ describe("permessage-deflate over TCP", () => {
   const TAIL = Uint8Array.of(0x00, 0x00, 0xff, 0xff)
   /** RFC 7692 §7.2.1: deflate with a sync flush, drop the 4-byte tail. */
   const deflate = (data: string | Uint8Array): Uint8Array => {
-    const out = deflateRawSync(typeof data === "string" ? Buffer.from(data) : data, { finishFlush: zlib.Z_SYNC_FLUSH })
+    const out = deflateRawSync(typeof data === "string" ? text(data) : data, { finishFlush: zlib.Z_SYNC_FLUSH })
     return out.subarray(0, out.length - 4)
   }
   const inflate = (data: Uint8Array): string =>
-    inflateRawSync(Buffer.concat([data, TAIL]), { finishFlush: zlib.Z_SYNC_FLUSH }).toString()
+    text(inflateRawSync(Buffer.concat([data, TAIL]), { finishFlush: zlib.Z_SYNC_FLUSH }))
   const offer = {
     allowRsv1: true,
     headers: { "Sec-WebSocket-Extensions": "permessage-deflate; client_no_context_takeover; server_no_context_takeover" }

@@ -12,7 +12,6 @@
  * every other timer far beyond the test's waits so that only the one under
  * test can have acted.
  */
-import { Buffer } from "node:buffer"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
@@ -20,6 +19,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import * as Frame from "../src/Frame.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
 import { answerClose, closeFromClient, readToClose } from "./Limits.helpers.ts"
+import { text } from "./support/Bytes.ts"
 import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
 import { until, within } from "./support/Wait.ts"
@@ -206,7 +206,7 @@ describe("keepalive, idle timeout, maximum lifetime", () => {
             throw new Error(`closed after ${i} of ${n} echoes: ${JSON.stringify(Frame.parseClose(frame.payload))}`)
           }
           expect(frame.opcode, `message ${i} of ${n}`).toBe(Frame.Opcode.Text)
-          expect(Buffer.from(frame.payload).toString()).toBe(`m${i}`)
+          expect(text(frame.payload)).toBe(`m${i}`)
         }
         expect((await closeFromClient(c)).code).toBe(1000)
       }

@@ -240,7 +240,7 @@ export class RawClient {
     const client = await RawClient.request(port, options)
     if (client.response.status !== 101) {
       client.destroy()
-      throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString()}`)
+      throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString("latin1")}`)
     }
     return client
   }
