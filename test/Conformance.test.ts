@@ -31,8 +31,7 @@ beforeAll(async () => {
 })
 afterEach(() => RawClient.destroyAll())
 afterAll(async () => {
-  await echo.close()
-  await small.close()
+  await Promise.all([echo?.close(), small?.close()])
 })
 
 const connect = (): Promise<RawClient> => RawClient.connect(echo.port)
