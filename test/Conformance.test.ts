@@ -4,12 +4,17 @@
  * bits, opcodes, fragmentation, UTF-8, close handling, limits. Every case
  * asserts the exact bytes echoed, the exact close code, and a clean closing
  * handshake (the server sends Close, then ends TCP first, without a reset):
- * see `RawClient.expectClose`.
+ * see `RawClient.expectClose`. Cases "in its own write", "octet-wise" or
+ * "chopped" make the server read each piece on its own: a chopped write
+ * waits for the server to have read a piece before the next one (see
+ * `RawClient.write`), and a test that writes in steps waits with
+ * `untilServerRead` or for an answer.
  */
 import { Buffer } from "node:buffer"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as Frame from "../src/Frame.ts"
-import { bytes, RawClient } from "./support/RawClient.ts"
+import { hex, text } from "./support/Bytes.ts"
+import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
 
 const { Text, Binary, Continuation, Close, Ping } = Frame.Opcode
@@ -26,8 +31,7 @@ beforeAll(async () => {
 })
 afterEach(() => RawClient.destroyAll())
 afterAll(async () => {
-  await echo.close()
-  await small.close()
+  await Promise.all([echo?.close(), small?.close()])
 })
 
 const connect = (): Promise<RawClient> => RawClient.connect(echo.port)
@@ -38,9 +42,7 @@ const closeNormally = async (c: RawClient): Promise<void> => {
   expect((await c.expectClose(1000)).code).toBe(1000)
 }
 
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ""), "hex"))
 const fill = (n: number, byte: number): Uint8Array => new Uint8Array(n).fill(byte)
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const LENGTHS = [0, 125, 126, 127, 128, 65535, 65536]
 
@@ -61,7 +63,7 @@ describe("1 framing", () => {
     await closeNormally(c)
   })
 
-  it("1.1.8 text of 65535 bytes chopped into 997-byte writes", async () => {
+  it("1.1.8 text of 65535 bytes chopped into 997-byte reads", async () => {
     const c = await connect()
     const text = "*".repeat(65535)
     await c.sendText(text, { chop: { size: 997 } })
@@ -69,7 +71,7 @@ describe("1 framing", () => {
     await closeNormally(c)
   })
 
-  it("1.2.8 binary of 65536 bytes chopped into 997-byte writes", async () => {
+  it("1.2.8 binary of 65536 bytes chopped into 997-byte reads", async () => {
     const c = await connect()
     const data = fill(65536, 0xfe)
     await c.sendBinary(data, { chop: { size: 997 } })
@@ -97,13 +99,13 @@ describe("1 framing", () => {
   it("a length in a longer encoding than needed is a protocol error (1002, RFC 6455 §5.2)", async () => {
     const c = await connect()
     // "Hello" (5 bytes) with a 16-bit length, zero mask
-    await c.write(Uint8Array.of(0x81, 0xfe, 0x00, 0x05, 0, 0, 0, 0, ...bytes("Hello")))
+    await c.write(Uint8Array.of(0x81, 0xfe, 0x00, 0x05, 0, 0, 0, 0, ...text("Hello")))
     await c.expectClose(1002)
   })
 
   it("an unmasked client frame is a protocol error (1002)", async () => {
     const c = await connect()
-    const [header, payload] = Frame.encode(Text, bytes("Hello"))
+    const [header, payload] = Frame.encode(Text, text("Hello"))
     await c.write(Buffer.concat([header, payload]))
     await c.expectClose(1002)
   })
@@ -112,7 +114,7 @@ describe("1 framing", () => {
 describe("2 ping/pong", () => {
   it.each([
     ["2.1 empty", new Uint8Array(0)],
-    ["2.2 text", bytes("Hello, world!")],
+    ["2.2 text", text("Hello, world!")],
     ["2.3 binary", hex("00 ff fe fd fc fb 00 ff")],
     ["2.4 125 bytes", fill(125, 0xfe)]
   ])("%s ping payload is ponged back", async (_, payload) => {
@@ -152,14 +154,14 @@ describe("2 ping/pong", () => {
     const c = await connect()
     await c.pong("unsolicited pong payload")
     await c.ping("ping payload")
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("ping payload")
+    expect(text(await c.expectPong())).toBe("ping payload")
     await closeNormally(c)
   })
 
   it("2.10 ten pings are answered in order", async () => {
     const c = await connect()
     for (let i = 0; i < 10; i++) await c.ping(`payload-${i}`)
-    for (let i = 0; i < 10; i++) expect(Buffer.from(await c.expectPong()).toString()).toBe(`payload-${i}`)
+    for (let i = 0; i < 10; i++) expect(text(await c.expectPong())).toBe(`payload-${i}`)
     await closeNormally(c)
   })
 
@@ -167,7 +169,7 @@ describe("2 ping/pong", () => {
     const c = await connect()
     const all = Buffer.concat(Array.from({ length: 10 }, (_, i) => c.frame(Ping, `payload-${i}`)))
     await c.write(all, { size: 1 })
-    for (let i = 0; i < 10; i++) expect(Buffer.from(await c.expectPong()).toString()).toBe(`payload-${i}`)
+    for (let i = 0; i < 10; i++) expect(text(await c.expectPong())).toBe(`payload-${i}`)
     await closeNormally(c)
   })
 
@@ -176,7 +178,7 @@ describe("2 ping/pong", () => {
     await c.write(Buffer.concat([c.frame(Text, "a"), c.frame(Ping, "p"), c.frame(Text, "b")]))
     // The Pong is automatic and the echo comes from the handler: their order is free.
     const frames = [await c.nextFrame(), await c.nextFrame(), await c.nextFrame()]
-    const seen = frames.map((f) => `${f.opcode}:${Buffer.from(f.payload).toString()}`)
+    const seen = frames.map((f) => `${f.opcode}:${text(f.payload)}`)
     expect(seen.filter((s) => s !== `${Frame.Opcode.Pong}:p`)).toEqual([`${Text}:a`, `${Text}:b`])
     expect(seen).toContain(`${Frame.Opcode.Pong}:p`)
     await closeNormally(c)
@@ -206,14 +208,15 @@ describe("3 reserved bits", () => {
     await c.expectClose(1002)
   })
 
-  it("3.3 the same, each frame in its own write", async () => {
+  it("3.3 the same, each frame in its own read", async () => {
     const c = await connect()
     await c.sendText("Hello")
-    await sleep(5)
-    await c.sendText("Hello", { rsv2: true, rsv3: true })
-    await sleep(5)
-    await c.ping()
+    // the echo: the server has read the first frame
     expect(await c.expectText()).toBe("Hello")
+    await c.sendText("Hello", { rsv2: true, rsv3: true })
+    await c.untilServerRead()
+    // read on its own, after the violation: not answered (expectClose fails on a Pong before or after the Close)
+    await c.ping()
     await c.expectClose(1002)
   })
 
@@ -266,19 +269,19 @@ describe("5 fragmentation", () => {
     await closeNormally(c)
   })
 
-  it("5.4 the same, each frame in its own write", async () => {
+  it("5.4 the same, each frame in its own read", async () => {
     const c = await connect()
     await c.sendText("fragment1", { fin: false })
-    await sleep(5)
+    await c.untilServerRead()
     await c.sendFrame(Continuation, "fragment2")
     expect(await c.expectText()).toBe("fragment1fragment2")
     await closeNormally(c)
   })
 
-  it("5.5 the same, written octet-wise with a delay between octets", async () => {
+  it("5.5 the same, octet-wise: one read per octet", async () => {
     const c = await connect()
     const all = Buffer.concat([c.frame(Text, "fragment1", { fin: false }), c.frame(Continuation, "fragment2")])
-    await c.write(all, { size: 1, delay: 1 })
+    await c.write(all, { size: 1 })
     expect(await c.expectText()).toBe("fragment1fragment2")
     await closeNormally(c)
   })
@@ -289,40 +292,44 @@ describe("5 fragmentation", () => {
   it("5.6 a ping between two fragments is answered, then the message echoed", async () => {
     const c = await connect()
     await c.write(withPing(c))
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("pongme!")
+    expect(text(await c.expectPong())).toBe("pongme!")
     expect(await c.expectText()).toBe("fragment1fragment2")
     await closeNormally(c)
   })
 
-  it("5.7 the same, each frame in its own write", async () => {
+  it("5.7 the same, each frame in its own read", async () => {
     const c = await connect()
     await c.sendText("fragment1", { fin: false })
+    await c.untilServerRead()
     await c.ping("pongme!")
+    await c.untilServerRead()
     await c.sendFrame(Continuation, "fragment2")
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("pongme!")
+    expect(text(await c.expectPong())).toBe("pongme!")
     expect(await c.expectText()).toBe("fragment1fragment2")
     await closeNormally(c)
   })
 
-  it("5.8 the same, written octet-wise", async () => {
+  it("5.8 the same, octet-wise: one read per octet", async () => {
     const c = await connect()
-    await c.write(withPing(c), { size: 1, delay: 1 })
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("pongme!")
+    await c.write(withPing(c), { size: 1 })
+    expect(text(await c.expectPong())).toBe("pongme!")
     expect(await c.expectText()).toBe("fragment1fragment2")
     await closeNormally(c)
   })
 
   it.each([
-    ["5.9 a final continuation without a start", true, undefined],
-    ["5.10 the same, each frame in its own write", true, { size: 1000, delay: 5 }],
-    ["5.11 the same, octet-wise", true, { size: 1, delay: 1 }],
-    ["5.12 a non-final continuation without a start", false, undefined],
-    ["5.13 the same, each frame in its own write", false, { size: 1000, delay: 5 }],
-    ["5.14 the same, octet-wise", false, { size: 1, delay: 1 }]
-  ])("%s is a protocol error (1002), nothing echoed", async (_, fin, chop) => {
+    ["5.9 a final continuation without a start", true, "one write"],
+    ["5.10 the same, each frame in its own read", true, "per frame"],
+    ["5.11 the same, octet-wise", true, "per octet"],
+    ["5.12 a non-final continuation without a start", false, "one write"],
+    ["5.13 the same, each frame in its own read", false, "per frame"],
+    ["5.14 the same, octet-wise", false, "per octet"]
+  ] as const)("%s is a protocol error (1002), nothing echoed", async (_, fin, chopping) => {
     const c = await connect()
-    const all = Buffer.concat([c.frame(Continuation, "non-continuation payload", { fin }), c.frame(Text, "Hello, world!")])
-    await c.write(all, chop)
+    const first = c.frame(Continuation, "non-continuation payload", { fin })
+    const second = c.frame(Text, "Hello, world!")
+    const chop = chopping === "one write" ? undefined : { size: chopping === "per frame" ? [first.length, second.length] : 1 }
+    await c.write(Buffer.concat([first, second]), chop)
     await c.expectClose(1002)
   })
 
@@ -348,18 +355,16 @@ describe("5 fragmentation", () => {
     await c.expectClose(1002)
   })
 
-  it("5.19/5.20 five fragments with two pings in between, delays between writes", async () => {
+  it("5.19/5.20 five fragments with two pings in between, each group written after the Pong to the one before", async () => {
     const c = await connect()
     await c.sendText("fragment1", { fin: false })
     await c.sendFrame(Continuation, "fragment2", { fin: false })
     await c.ping("pongme 1!")
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("pongme 1!")
-    await sleep(10)
+    expect(text(await c.expectPong())).toBe("pongme 1!")
     await c.sendFrame(Continuation, "fragment3", { fin: false })
     await c.sendFrame(Continuation, "fragment4", { fin: false })
     await c.ping("pongme 2!")
-    expect(Buffer.from(await c.expectPong()).toString()).toBe("pongme 2!")
-    await sleep(10)
+    expect(text(await c.expectPong())).toBe("pongme 2!")
     await c.sendFrame(Continuation, "fragment5")
     expect(await c.expectText()).toBe("fragment1fragment2fragment3fragment4fragment5")
     await closeNormally(c)
@@ -375,7 +380,7 @@ describe("5 fragmentation", () => {
 
   it("9.x shape: 1 MiB of text in 64-byte fragments is echoed (linear reassembly)", async () => {
     const c = await connect()
-    const data = bytes("0123456789abcdef".repeat(65536))
+    const data = text("0123456789abcdef".repeat(65536))
     await c.write(c.fragments(Text, data, 64), { size: 65536 })
     expect((await c.expectMessage(5_000)).data).toEqual(data)
     await closeNormally(c)
@@ -474,18 +479,19 @@ describe("6 UTF-8", () => {
 
   describe("fail-fast", () => {
     // One text frame: "Hello-κ" valid, then ED A0 (a surrogate: invalid as soon
-    // as A0 arrives), then more. Sent in 3 chops; the 1007 must come after the
-    // 2nd chop, while the frame is still incomplete.
-    const payload = Buffer.concat([bytes("Hello-κ"), hex("eda080"), bytes("world and more")])
+    // as A0 arrives), then more. Sent in 3 chops, each read by the server on
+    // its own; the 1007 must come after the 2nd chop, while the frame is still
+    // incomplete.
+    const payload = Buffer.concat([text("Hello-κ"), hex("eda080"), text("world and more")])
 
     it("6.4.1 invalid bytes in the 2nd of 3 chops of one frame close with 1007 before the 3rd", async () => {
       const c = await connect()
       const frame = c.frame(Text, payload)
       const header = 2 + 4
-      const cut1 = header + bytes("Hello-κ").length
+      const cut1 = header + text("Hello-κ").length
       const cut2 = cut1 + 2 // ED A0
       await c.write(frame.subarray(0, cut1))
-      await sleep(20)
+      await c.untilServerRead()
       await c.write(frame.subarray(cut1, cut2))
       await c.expectClose(1007, { timeout: 1000 })
       await c.write(frame.subarray(cut2)) // the 3rd chop, too late: ignored
@@ -493,10 +499,10 @@ describe("6 UTF-8", () => {
 
     it("6.4.2 an invalid first byte in the 2nd chop (F5) closes with 1007 before the rest", async () => {
       const c = await connect()
-      const frame = c.frame(Text, Buffer.concat([bytes("κόσμε"), hex("f5"), bytes("rest of the frame")]))
-      const cut1 = 6 + bytes("κόσμε").length
+      const frame = c.frame(Text, Buffer.concat([text("κόσμε"), hex("f5"), text("rest of the frame")]))
+      const cut1 = 6 + text("κόσμε").length
       await c.write(frame.subarray(0, cut1))
-      await sleep(20)
+      await c.untilServerRead()
       await c.write(frame.subarray(cut1, cut1 + 1))
       await c.expectClose(1007, { timeout: 1000 })
     })
@@ -504,7 +510,7 @@ describe("6 UTF-8", () => {
     it("6.4.3 invalid bytes in the 2nd of 3 fragments close with 1007 before the 3rd fragment", async () => {
       const c = await connect()
       await c.sendText("κόσμε", { fin: false })
-      await sleep(20)
+      await c.untilServerRead()
       await c.sendFrame(Continuation, hex("eda080"), { fin: false })
       await c.expectClose(1007, { timeout: 1000 })
       await c.sendFrame(Continuation, "never sent in time")
@@ -519,34 +525,45 @@ describe("6 UTF-8", () => {
     it("6.4.2 a sequence made invalid by the first byte of the 2nd fragment (F4 | 90) closes with 1007 before the 3rd", async () => {
       const c = await connect()
       await c.sendText(hex("cebae1bdb9cf83cebcceb5f4"), { fin: false })
-      await sleep(20)
-      await c.expectNothing(20)
+      // F4 at the end of a fragment is a valid start: a Ping after it is
+      // answered, so the fragment was read and did not fail the connection
+      await c.ping("still open")
+      expect(text(await c.expectPong())).toBe("still open")
       await c.sendFrame(Continuation, hex("90"), { fin: false })
       await c.expectClose(1007, { timeout: 1000 })
       await c.sendFrame(Continuation, hex("8080656469746564"))
     })
 
-    it("6.4.4 the same within one frame: chop 1 ends with F4, chop 2 is 90, 1007 before chop 3", async () => {
+    it.each([
+      ["8f bf bf", "U+10FFFF completes it: the message is echoed"],
+      ["90", "90 cannot follow it: 1007 before chop 3"]
+    ])("6.4.4 the same within one frame: chop 1 ends with F4, chop 2 is %s (%s)", async (second) => {
       const c = await connect()
-      const frame = c.frame(Text, hex("cebae1bdb9cf83cebcceb5f4 90 8080656469746564"))
+      const valid = second !== "90"
+      const message = hex(`cebae1bdb9cf83cebcceb5f4 ${second} 656469746564`)
+      const frame = c.frame(Text, message)
       const cut1 = 6 + 12
+      const cut2 = cut1 + hex(second).length
       await c.write(frame.subarray(0, cut1))
-      await sleep(20)
-      await c.expectNothing(20)
-      await c.write(frame.subarray(cut1, cut1 + 1))
-      await c.expectClose(1007, { timeout: 1000 })
-      await c.write(frame.subarray(cut1 + 1))
+      await c.untilServerRead()
+      await c.write(frame.subarray(cut1, cut2))
+      if (valid) {
+        // the same chop 1, read on its own, then completed: no failure at F4
+        await c.untilServerRead()
+        await c.write(frame.subarray(cut2))
+        expect(await c.expectText()).toBe(text(message))
+        await closeNormally(c)
+      } else {
+        await c.expectClose(1007, { timeout: 1000 })
+        await c.write(frame.subarray(cut2))
+      }
     })
 
     it("a code point split between chops of one frame is not an error", async () => {
       const c = await connect()
       const frame = c.frame(Text, "a𝄞b")
-      await c.write(frame.subarray(0, 6 + 3))
-      await sleep(20)
-      await c.write(frame.subarray(6 + 3, 6 + 4))
-      await sleep(20)
-      await c.expectNothing(20)
-      await c.write(frame.subarray(6 + 4))
+      // three chops, each read on its own: the header, "a" and 2 bytes of 𝄞 (F0 9D); its 3rd byte; its last byte and "b"
+      await c.write(frame, { size: [6 + 3, 1, 2] })
       expect(await c.expectText()).toBe("a𝄞b")
       await closeNormally(c)
     })
@@ -573,7 +590,7 @@ describe("7 close handling", () => {
     const c = await connect()
     const messages = Array.from({ length: 10 }, (_, i) => c.frame(i % 2 === 0 ? Text : Binary, `m${i}`))
     await c.write(Buffer.concat([...messages, c.frame(Close, Frame.encodeClose(1000, ""))]))
-    for (let i = 0; i < 10; i++) expect(Buffer.from((await c.expectMessage()).data).toString()).toBe(`m${i}`)
+    for (let i = 0; i < 10; i++) expect(text((await c.expectMessage()).data)).toBe(`m${i}`)
     await c.expectClose(1000)
   })
 

@@ -2,10 +2,9 @@ import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Frame from "../src/Frame.ts"
 import * as Arb from "./arbitraries.ts"
+import { hex, text } from "./support/Bytes.ts"
 
 const bytes = (...values: ReadonlyArray<number>): Uint8Array => Uint8Array.from(values)
-const text = (s: string): Uint8Array => new TextEncoder().encode(s)
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString("hex")
 const same = (a: Uint8Array, b: Uint8Array): boolean =>
   Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))
 
@@ -96,7 +95,7 @@ describe("Frame round trip", () => {
     const result = Frame.decode(Frame.initialDecoder(SERVER), chunk)
     expect(result._tag).toBe("Ok")
     expect(result.frames[0].payload.buffer).toBe(chunk.buffer)
-    expect(new TextDecoder().decode(chunk.subarray(header.length))).toBe("abcdefgh")
+    expect(text(chunk.subarray(header.length))).toBe("abcdefgh")
   })
 
   it("a payload that arrives whole after its header is still a view, not a copy", () => {
@@ -155,7 +154,7 @@ describe("partial", () => {
       if (result._tag !== "Ok") throw new Error(result.reason)
       state = result.state
       const progress = Frame.partial(state)
-      if (progress !== undefined) seen.push(new TextDecoder().decode(progress.received))
+      if (progress !== undefined) seen.push(text(progress.received))
     }
     // After the header: nothing; then "H"... "Hell" (a view of the copy); the last byte completes the frame.
     expect(seen).toEqual(["", "H", "He", "Hel", "Hell"])
@@ -426,7 +425,7 @@ describe("close payloads", () => {
       fc.property(Arb.closeFrame, (frame) => {
         const parsed = Frame.parseClose(frame.payload)
         if (frame.payload.length === 0) expect(parsed._tag).toBe("Empty")
-        else expect(parsed).toEqual({ _tag: "Code", code: (frame.payload[0] << 8) | frame.payload[1], reason: new TextDecoder().decode(frame.payload.subarray(2)) })
+        else expect(parsed).toEqual({ _tag: "Code", code: (frame.payload[0] << 8) | frame.payload[1], reason: text(frame.payload.subarray(2)) })
       }),
       { numRuns: 100 }
     )

@@ -1,13 +1,12 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Handshake from "../src/Handshake.ts"
+import { chop, chopSizes } from "./arbitraries.ts"
+import { text } from "./support/Bytes.ts"
 
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-const bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff)
-const text = (b: Uint8Array): string => String.fromCharCode(...b)
 
 /**
  * Feeds the chunks in order, as the server does: stops at the first
@@ -30,19 +29,7 @@ const feedRest = (chunks: ReadonlyArray<Uint8Array>, max = 8192) => {
 
 const feedAll = (chunks: ReadonlyArray<Uint8Array>, max = 8192): Handshake.HeadResult => feedRest(chunks, max).result
 
-const chop = (all: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
-  const points = [...new Set(cuts.map((c) => (all.length === 0 ? 0 : c % (all.length + 1))))].sort((a, b) => a - b)
-  const out: Array<Uint8Array> = []
-  let from = 0
-  for (const p of points) {
-    out.push(all.subarray(from, p))
-    from = p
-  }
-  out.push(all.subarray(from))
-  return out
-}
-
-const singleBytes = (all: Uint8Array): Array<Uint8Array> => Array.from(all, (_, i) => all.subarray(i, i + 1))
+const singleBytes = (all: Uint8Array): Array<Uint8Array> => chop(all, [1])
 
 /** A comparable plain view of a result (Map and URLSearchParams flattened; state dropped; rest + unfed chunks). */
 const plain = ({ after, result: r }: ReturnType<typeof feedRest>) => {
@@ -79,7 +66,7 @@ const upgradeHead = (overrides: Record<string, string | undefined> = {}, request
 }
 
 const request = (head: string): Handshake.Request => {
-  const r = feedAll([bytes(head)])
+  const r = feedAll([text(head)])
   if (r._tag !== "Complete") throw new Error(`expected Complete, got ${JSON.stringify(r)}`)
   return r.request
 }
@@ -99,7 +86,7 @@ const expectReject = (u: Handshake.Upgrade, status: number) => {
 
 describe("feedHead", () => {
   it("parses the RFC 6455 §1.2 example handshake", () => {
-    const r = feedAll([bytes(upgradeHead({ Origin: "http://example.com", "Sec-WebSocket-Protocol": "chat, superchat" }))])
+    const r = feedAll([text(upgradeHead({ Origin: "http://example.com", "Sec-WebSocket-Protocol": "chat, superchat" }))])
     expect(r._tag).toBe("Complete")
     if (r._tag !== "Complete") return
     expect(r.rest.length).toBe(0)
@@ -124,7 +111,7 @@ describe("feedHead", () => {
   it("keeps the bytes after the blank line as rest", () => {
     const head = upgradeHead()
     const frame = [0x81, 0x85, 1, 2, 3, 4, 0x49, 0x67, 0x6f, 0x68, 0x6e]
-    const r = feedAll([Uint8Array.from([...bytes(head), ...frame])])
+    const r = feedAll([Uint8Array.from([...text(head), ...frame])])
     expect(r._tag === "Complete" && Array.from(r.rest)).toEqual(frame)
   })
 
@@ -140,19 +127,19 @@ describe("feedHead", () => {
   })
 
   it("reads header values as Latin-1 (obs-text)", () => {
-    const r = feedAll([Uint8Array.from([...bytes("GET / HTTP/1.1\r\nX: "), 0xe9, 0xff, ...bytes("\r\n\r\n")])])
+    const r = feedAll([Uint8Array.from([...text("GET / HTTP/1.1\r\nX: "), 0xe9, 0xff, ...text("\r\n\r\n")])])
     expect(r._tag === "Complete" && r.request.headers.get("x")).toBe("\u00e9\u00ff")
   })
 
   it("stays Incomplete until the blank line", () => {
-    const r = feedAll([bytes("GET / HTTP/1.1\r\nHost: h\r\n")])
+    const r = feedAll([text("GET / HTTP/1.1\r\nHost: h\r\n")])
     expect(r._tag).toBe("Incomplete")
     const s = Handshake.initialHead(100)
     expect(Handshake.feedHead(s, new Uint8Array(0))).toEqual({ _tag: "Incomplete", state: s })
   })
 
   it("answers TooLarge past maxHeadSize, and Complete at exactly maxHeadSize", () => {
-    const head = bytes("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    const head = text("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     expect(feedAll([head], head.length)._tag).toBe("Complete")
     expect(feedAll([head], head.length - 1)).toEqual({ _tag: "TooLarge" })
     expect(feedAll(singleBytes(head), head.length - 1)).toEqual({ _tag: "TooLarge" })
@@ -161,7 +148,7 @@ describe("feedHead", () => {
     let result: Handshake.HeadResult = { _tag: "Incomplete", state }
     for (let i = 0; i < 200 && result._tag === "Incomplete"; i++) {
       state = result.state
-      result = Handshake.feedHead(state, bytes("X-Pad: aaaaaaaaaa\r\n"))
+      result = Handshake.feedHead(state, text("X-Pad: aaaaaaaaaa\r\n"))
     }
     expect(result).toEqual({ _tag: "TooLarge" })
   })
@@ -195,13 +182,13 @@ describe("feedHead", () => {
   ]
   for (const [name, head] of malformed) {
     it(`rejects ${name} as Malformed`, () => {
-      expect(feedAll([bytes(head)])._tag).toBe("Malformed")
-      expect(feedAll(singleBytes(bytes(head)))._tag).toBe("Malformed")
+      expect(feedAll([text(head)])._tag).toBe("Malformed")
+      expect(feedAll(singleBytes(text(head)))._tag).toBe("Malformed")
     })
   }
 
   it("detects a bare LF before the head ends (no wait for CRLFCRLF)", () => {
-    expect(feedAll([bytes("GET / HTTP/1.1\nHost: h")])._tag).toBe("Malformed")
+    expect(feedAll([text("GET / HTTP/1.1\nHost: h")])._tag).toBe("Malformed")
   })
 
   it("never echoes header values into reasons", () => {
@@ -211,7 +198,7 @@ describe("feedHead", () => {
       `GET / HTTP/1.1\r\nX: ${secret}\u0001\r\n\r\n`,
       `GET /${secret}# HTTP/1.1\r\n\r\n`
     ]) {
-      const r = feedAll([bytes(head)])
+      const r = feedAll([text(head)])
       expect(r._tag).toBe("Malformed")
       if (r._tag === "Malformed") expect(r.reason).not.toContain(secret)
     }
@@ -489,22 +476,21 @@ const headArb = fc.oneof(
   }).map(({ extra, path }) => {
     const overrides: Record<string, string> = {}
     for (const [n, v] of extra) overrides[n] = v
-    return bytes(upgradeHead(overrides, `GET /${path} HTTP/1.1`))
+    return text(upgradeHead(overrides, `GET /${path} HTTP/1.1`))
   }),
   fc.array(fc.constantFrom("GET", " ", "/", "\r\n", "\r", "\n", "Host", ":", "h", "HTTP/1.1", "\t", "X-A", "\u0000"), {
     maxLength: 30
-  }).map((parts) => bytes(parts.join("")))
+  }).map((parts) => text(parts.join("")))
 )
 const restArb = fc.uint8Array({ maxLength: 40 })
-const cutsArb = fc.array(fc.nat(), { maxLength: 12 })
 
 describe("properties", () => {
   it("the head reader gives the same result under any chop, 1-byte chops included", () => {
     fc.assert(
-      fc.property(headArb, restArb, cutsArb, fc.integer({ min: 0, max: 400 }), (head, rest, cuts, max) => {
+      fc.property(headArb, restArb, chopSizes, fc.integer({ min: 0, max: 400 }), (head, rest, sizes, max) => {
         const all = Uint8Array.from([...head, ...rest])
         const whole = plain(feedRest([all], max))
-        expect(plain(feedRest(chop(all, cuts), max))).toEqual(whole)
+        expect(plain(feedRest(chop(all, sizes), max))).toEqual(whole)
         expect(plain(feedRest(singleBytes(all), max))).toEqual(whole)
       }),
       { numRuns: 150 }
@@ -513,10 +499,10 @@ describe("properties", () => {
 
   it("preserves the bytes after the head exactly", () => {
     fc.assert(
-      fc.property(headArb, restArb, cutsArb, (head, rest, cuts) => {
+      fc.property(headArb, restArb, chopSizes, (head, rest, sizes) => {
         const whole = feedAll([head])
         fc.pre(whole._tag === "Complete")
-        const { after, result } = feedRest(chop(Uint8Array.from([...head, ...rest]), cuts))
+        const { after, result } = feedRest(chop(Uint8Array.from([...head, ...rest]), sizes))
         expect(result._tag).toBe("Complete")
         expect(after).toEqual(Array.from(rest))
         // in one chunk, rest is exactly the bytes after the head
@@ -546,15 +532,15 @@ describe("properties", () => {
 
   it("reads a large head fed one byte at a time (linear scan)", () => {
     const pad = "X-Pad: " + "a".repeat(90) + "\r\n"
-    const head = bytes(upgradeHead().replace("\r\n\r\n", "\r\n" + pad.repeat(600) + "\r\n"))
+    const head = text(upgradeHead().replace("\r\n\r\n", "\r\n" + pad.repeat(600) + "\r\n"))
     const r = feedAll(singleBytes(head), 65536)
     expect(r._tag === "Complete" && r.request.headers.get("x-pad")?.length).toBe(600 * 90 + 599 * 2)
   })
 
   it("random bytes never throw", () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 300 }), cutsArb, (all, cuts) => {
-        const r = feedAll(chop(all, cuts), 200)
+      fc.property(fc.uint8Array({ maxLength: 300 }), chopSizes, (all, sizes) => {
+        const r = feedAll(chop(all, sizes), 200)
         if (r._tag === "Complete") Handshake.validateUpgrade(r.request)
       }),
       { numRuns: 200 }

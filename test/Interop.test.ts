@@ -6,9 +6,10 @@
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import type * as Ws from "../src/WebSocket.ts"
+import { text as utf8 } from "./support/Bytes.ts"
 import * as TestServer from "./support/TestServer.ts"
 
 interface Closed {
@@ -29,9 +30,17 @@ const once = <A>(subscribe: (resolve: (a: A) => void) => void, what: string): Pr
     })
   })
 
+/** Every `ws` client a test made, terminated after it (a failed test leaves none open). */
+const clients = new Set<WebSocket>()
+afterEach(() => {
+  for (const socket of clients) socket.terminate()
+  clients.clear()
+})
+
 /** A `ws` client whose messages are queued for `next`, and whose close event is captured. */
 const open = async (url: string, protocols?: ReadonlyArray<string>, options?: WebSocket.ClientOptions) => {
   const socket = new WebSocket(url, protocols === undefined ? [] : [...protocols], options)
+  clients.add(socket)
   socket.binaryType = "nodebuffer"
   const messages: Array<{ data: Buffer; isBinary: boolean }> = []
   let wake: (() => void) | undefined = undefined
@@ -86,7 +95,7 @@ describe("ws client", () => {
     c.socket.send("Hello, κόσμε 𝄞")
     const text = await c.next()
     expect(text.isBinary).toBe(false)
-    expect(text.data.toString("utf8")).toBe("Hello, κόσμε 𝄞")
+    expect(utf8(text.data)).toBe("Hello, κόσμε 𝄞")
     const bytes = Buffer.from(Array.from({ length: 300 }, (_, i) => i & 0xff))
     c.socket.send(bytes)
     const binary = await c.next()
@@ -115,7 +124,7 @@ describe("ws client", () => {
   it("echoes 500 messages in order", async () => {
     const c = await open(`${url}/ws`)
     for (let i = 0; i < 500; i++) c.socket.send(`message ${i}`)
-    for (let i = 0; i < 500; i++) expect((await c.next()).data.toString()).toBe(`message ${i}`)
+    for (let i = 0; i < 500; i++) expect(utf8((await c.next()).data)).toBe(`message ${i}`)
     c.socket.close(1000)
     expect(await c.closed).toMatchObject({ code: 1000, wasClean: true })
   })
@@ -125,7 +134,7 @@ describe("ws client", () => {
     c.socket.send("frag", { fin: false })
     c.socket.send("ment", { fin: false })
     c.socket.send("ed", { fin: true })
-    expect((await c.next()).data.toString()).toBe("fragmented")
+    expect(utf8((await c.next()).data)).toBe("fragmented")
     c.socket.close(1000)
     expect((await c.closed).wasClean).toBe(true)
   })
@@ -134,7 +143,7 @@ describe("ws client", () => {
     const c = await open(`${url}/ws`)
     const pong = once<Buffer>((resolve) => c.socket.once("pong", resolve), "a pong")
     c.socket.ping("are you there")
-    expect((await pong).toString()).toBe("are you there")
+    expect(utf8(await pong)).toBe("are you there")
     c.socket.close(1000)
     expect((await c.closed).wasClean).toBe(true)
   })
@@ -142,20 +151,21 @@ describe("ws client", () => {
   it("a server-initiated close reaches ws with its code and reason, cleanly", async () => {
     const c = await open(`${url}/closer`)
     c.socket.send("last words")
-    expect((await c.next()).data.toString()).toBe("last words")
+    expect(utf8((await c.next()).data)).toBe("last words")
     expect(await c.closed).toEqual({ code: 4000, reason: "bye", wasClean: true })
   })
 
   it("negotiates the subprotocol the route chooses", async () => {
     const c = await open(`${url}/protocol`, ["one", "two"])
     expect(c.socket.protocol).toBe("two")
-    expect((await c.next()).data.toString()).toBe("two")
+    expect(utf8((await c.next()).data)).toBe("two")
     c.socket.close(1000)
     expect((await c.closed).wasClean).toBe(true)
   })
 
   it("ws sees a 404 as an unexpected-response error", async () => {
     const socket = new WebSocket(`${url}/nowhere`)
+    clients.add(socket)
     socket.on("error", () => {}) // terminate() before the upgrade reports an error
     const status = await once<number>((resolve) => socket.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)), "the response")
     socket.terminate()
@@ -164,9 +174,13 @@ describe("ws client", () => {
 
   it("server shutdown reaches ws as a clean 1001", async () => {
     const own = await TestServer.start()
-    const c = await open(`ws://127.0.0.1:${own.port}/ws`)
-    await own.close()
-    expect(await c.closed).toMatchObject({ code: 1001, wasClean: true })
+    try {
+      const c = await open(`ws://127.0.0.1:${own.port}/ws`)
+      await own.close()
+      expect(await c.closed).toMatchObject({ code: 1001, wasClean: true })
+    } finally {
+      await own.close()
+    }
   })
 })
 
@@ -177,12 +191,12 @@ describe("ws client with permessage-deflate", () => {
       expect(c.socket.extensions).toContain("permessage-deflate")
       const text = "compress me ".repeat(1000)
       c.socket.send(text)
-      expect((await c.next()).data.toString()).toBe(text)
+      expect(utf8((await c.next()).data)).toBe(text)
       const binary = Buffer.alloc(100_000, 7)
       c.socket.send(binary)
       expect((await c.next()).data.equals(binary)).toBe(true)
       for (let i = 0; i < 20; i++) c.socket.send(`context takeover ${i}`)
-      for (let i = 0; i < 20; i++) expect((await c.next()).data.toString()).toBe(`context takeover ${i}`)
+      for (let i = 0; i < 20; i++) expect(utf8((await c.next()).data)).toBe(`context takeover ${i}`)
       c.socket.close(1000)
       expect(await c.closed).toMatchObject({ code: 1000, wasClean: true })
     })

@@ -15,9 +15,10 @@ import { afterEach, describe, expect, it } from "vitest"
 import { WebSocketError } from "../src/Errors.ts"
 import * as Frame from "../src/Frame.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
-import { answerClose, buffered, flood, numbered, numberOf, readToClose, settled, until } from "./Limits.helpers.ts"
+import { answerClose, buffered, flood, numbered, numberOf, readToClose, settled } from "./Limits.helpers.ts"
 import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
+import { until } from "./support/Wait.ts"
 
 afterEach(() => RawClient.destroyAll())
 

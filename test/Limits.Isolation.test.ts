@@ -18,9 +18,11 @@ import { WebSocketError } from "../src/Errors.ts"
 import * as Frame from "../src/Frame.ts"
 import * as Server from "../src/Server.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
-import { numbered, numberOf, until } from "./Limits.helpers.ts"
+import { numbered, numberOf } from "./Limits.helpers.ts"
+import { hex } from "./support/Bytes.ts"
 import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
+import { until } from "./support/Wait.ts"
 
 afterEach(() => RawClient.destroyAll())
 
@@ -35,21 +37,29 @@ const echoes = async (c: RawClient, text: string): Promise<void> => {
 
 describe("crash isolation", () => {
   let server: TestServer.StartedServer
+  /** The close outcome each crashing route's connection reported, by path. */
+  const outcomes = new Map<string, WebSocket.CloseOutcome>()
+  /** `handler`, with its connection's close outcome recorded under `path`. */
+  const recorded = (path: string, handler: (ws: WebSocket.WebSocket) => Effect.Effect<unknown, unknown>) => (ws: WebSocket.WebSocket) =>
+    Effect.andThen(
+      Effect.forkDetach(Effect.andThen(ws.closed, (outcome) => Effect.sync(() => outcomes.set(path, outcome)))),
+      handler(ws)
+    )
   beforeAll(async () => {
     server = await TestServer.start({
       logLevel: "None",
       closeTimeout: 300,
       routes: {
         "/ws": TestServer.echo,
-        "/fail": (ws) => afterFirstMessage(ws, Effect.fail(new Error("handler gave up"))),
-        "/die": (ws) => afterFirstMessage(ws, Effect.die(new Error("defect"))),
-        "/throw": (ws) =>
+        "/fail": recorded("/fail", (ws) => afterFirstMessage(ws, Effect.fail(new Error("handler gave up")))),
+        "/die": recorded("/die", (ws) => afterFirstMessage(ws, Effect.die(new Error("defect")))),
+        "/throw": recorded("/throw", (ws) =>
           afterFirstMessage(
             ws,
             Effect.sync(() => {
               throw new Error("thrown inside an Effect")
             })
-          ),
+          )),
         // a bug in the handler function itself, before it returns an Effect
         "/throw-early": () => {
           throw new Error("thrown before returning an Effect")
@@ -67,6 +77,11 @@ describe("crash isolation", () => {
       const crashing = await RawClient.connect(server.port, { path })
       await crashing.sendText("go")
       await crashing.expectClose(1011)
+      if (path !== "/throw-early") {
+        // the handler's own view: a clean close it initiated, with 1011
+        await until("the crashed connection's close outcome", () => outcomes.has(path))
+        expect(outcomes.get(path)).toMatchObject({ code: 1011, clean: true, initiator: "local" })
+      }
       await echoes(other, "after")
       const fresh = await RawClient.connect(server.port)
       await echoes(fresh, "new")
@@ -106,6 +121,9 @@ describe("nothing lost around a clean close", () => {
   it("messages before the peer's Close (all in one write) all reach a slow handler, in order", async () => {
     const received: Array<number> = []
     let outcome: WebSocket.CloseOutcome | undefined = undefined
+    let client: RawClient | undefined = undefined
+    const read = () => client?.serverBytesRead() ?? 0
+    let behind = 0 // batches taken while the server had not yet read the whole write (the Close included)
     await TestServer.withServer(
       {
         inboxHighWaterMark: 4,
@@ -113,24 +131,30 @@ describe("nothing lost around a clean close", () => {
         routes: {
           "/ws": (ws) =>
             Effect.gen(function*() {
+              // A slow handler, by construction: it holds each batch until the
+              // server has read on (taking the batch let it resume) or has read
+              // everything. So the last messages and the Close are read while
+              // a batch is held, and wait in the inbox together.
               yield* ws.messages.pipe(Stream.runForEachArray((batch) =>
-                Effect.andThen(
-                  Effect.sleep(2),
-                  Effect.sync(() => {
-                    for (const m of batch) received.push(numberOf(m))
-                  })
-                )
+                Effect.gen(function*() {
+                  const taken = read()
+                  if (taken < client!.bytesSent) behind++
+                  yield* Effect.promise(() => until("the server to read on while a batch is held", () => read() > taken || read() === client!.bytesSent))
+                  for (const m of batch) received.push(numberOf(m))
+                })
               ))
               outcome = yield* ws.closed
             })
         }
       },
       async (port) => {
-        const c = await RawClient.connect(port)
+        const c = client = await RawClient.connect(port)
         const frames = Array.from({ length: N }, (_, i) => c.frame(Frame.Opcode.Binary, numbered(i, 1024)))
         await c.write(Buffer.concat([...frames, c.frame(Frame.Opcode.Close, Uint8Array.of(0x03, 0xe8))]))
         await until("the handler to receive every message", () => received.length >= N, 3_000, () => `${received.length} of ${N}`)
         expect(received).toEqual(Array.from({ length: N }, (_, i) => i))
+        // the handler was behind: batches were taken while the rest still waited
+        expect(behind).toBeGreaterThanOrEqual(2)
         await c.expectClose(1000, { reply: false })
         await until("the handler to see the outcome", () => outcome !== undefined)
         expect(outcome).toMatchObject({ code: 1000, clean: true, initiator: "remote" })
@@ -151,7 +175,7 @@ describe("errors are typed and logged once, without payload bytes", () => {
   /** Ways a payload could be rendered in a log line. */
   const renderings = [
     SECRET,
-    secretBytes.toString("hex"),
+    hex(secretBytes),
     secretBytes.toString("base64"),
     Array.from(secretBytes.subarray(0, 8)).join(","),
     Array.from(secretBytes.subarray(0, 8)).join(", ")

@@ -1,8 +1,8 @@
 /**
  * Helpers shared by the `Limits.*.test.ts` files (issue 6: production limits
- * over real TCP): polling with a deadline instead of fixed sleeps, numbered
- * binary messages to check order and loss, and reading past keepalive Pings
- * or data to the server's Close.
+ * over real TCP): waiting for buffers to settle, numbered binary messages to
+ * check order and loss, and reading past keepalive Pings or data to the
+ * server's Close. Waiting for a condition is `until` in `support/Wait.ts`.
  *
  * @since 0.1.0
  */
@@ -12,26 +12,8 @@ import * as Frame from "../src/Frame.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
 import type { RawClient } from "./support/RawClient.ts"
 
-/**
- * @since 0.1.0
- */
-export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-/**
- * Polls `ready` every few milliseconds; fails after `timeout` ms with `what`
- * (and `detail()` when given, to say where things stood).
- *
- * @since 0.1.0
- */
-export const until = async (what: string, ready: () => boolean, timeout = 3_000, detail?: () => string): Promise<void> => {
-  const deadline = Date.now() + timeout
-  while (!ready()) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}${detail === undefined ? "" : `: ${detail()}`}`)
-    }
-    await sleep(5)
-  }
-}
+/** The pace of the polls below. */
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
  * Polls `value` until it has not changed for `quiet` ms, calling `sample`

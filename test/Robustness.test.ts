@@ -2,6 +2,7 @@
  * Regressions found in review of the server's I/O layer: each test fails
  * without its fix in src/Server.ts or src/WebSocket.ts.
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { Buffer } from "node:buffer"
@@ -51,41 +52,56 @@ describe("robustness of the I/O layer", () => {
   it("messages that fill the inbox in the upgrade's own packet keep the socket paused", async () => {
     const mask = Uint8Array.of(1, 2, 3, 4)
     const frame = (payload: Uint8Array) => Buffer.concat([...Frame.encode(Frame.Opcode.Binary, payload, { mask })])
-    // A handler that never reads its messages.
-    await TestServer.withServer({ inboxHighWaterMark: 8, routes: { "/ws": (ws) => ws.closed } }, async (port) => {
+    // A handler that never reads its messages, and an echo for the control below.
+    await TestServer.withServer({ inboxHighWaterMark: 8, routes: { "/ws": (ws) => ws.closed, "/echo": TestServer.echo } }, async (port) => {
       // More than the inbox holds travels with the request itself.
       const first = Buffer.concat(Array.from({ length: 20 }, () => frame(new Uint8Array(4))))
       const c = await RawClient.connect(port, { extra: first })
-      const chunk = frame(new Uint8Array(16 * 1024))
-      let written = 0 // 16 KiB frames handed to the client's socket
-      // A server that still reads takes all 32 MiB; one that paused pushes back.
-      while (written < 2_000 && c.socket.writableLength < 1024 * 1024) {
-        c.socket.write(chunk)
-        written++
-        if (written % 32 === 0) await new Promise((resolve) => setTimeout(resolve, 2))
-      }
-      expect(written).toBeLessThan(2_000)
-      expect(c.socket.writableLength).toBeGreaterThanOrEqual(1024 * 1024)
+      await c.untilServerRead()
+      const packet = c.bytesSent // the request and its 20 frames
+      expect(c.serverBytesRead()).toBe(packet)
+      // More after the 101: a server that resumed reading would take it.
+      await c.write(Buffer.concat(Array.from({ length: 16 }, () => frame(new Uint8Array(1024)))))
+      // Control: the same server (one event loop) upgrades another connection
+      // and answers its Ping. Loopback delivers a write at once, so the bytes
+      // above were readable before that Ping was sent: a resumed socket would
+      // have been read by the time the Pong comes back.
+      const other = await RawClient.connect(port, { path: "/echo" })
+      await other.ping("control")
+      await other.expectPong()
+      expect(c.serverBytesRead()).toBe(packet)
+      await other.sendClose(1000)
+      await other.expectClose(1000)
+      c.destroy() // it would not answer the shutdown's Close
     })
   })
 
   it("a handler that takes one message and stops reading does not delay the answer to the peer's Close", async () => {
+    const took = Deferred.makeUnsafe<void>()
     await TestServer.withServer(
       {
-        closeTimeout: 3_000,
+        // far beyond the waits below: the answer cannot come from a timer
+        closeTimeout: 20_000,
         routes: {
-          "/ws": (ws) => Effect.andThen(ws.messages.pipe(Stream.take(1), Stream.runDrain), ws.closed)
+          "/ws": (ws) =>
+            ws.messages.pipe(
+              Stream.take(1),
+              Stream.runDrain,
+              Effect.andThen(Deferred.succeed(took, undefined)),
+              Effect.andThen(ws.closed)
+            )
         }
       },
       async (port) => {
         const c = await RawClient.connect(port)
         await c.sendText("one")
         await c.sendText("two")
-        await new Promise((resolve) => setTimeout(resolve, 50))
-        const started = Date.now()
+        // the handler has taken "one" and stopped; the server has read "two",
+        // which waits in the inbox, untaken, when the Close arrives
+        await Effect.runPromise(Deferred.await(took))
+        await c.untilServerRead()
         await c.sendClose(1000)
         await c.expectClose(1000)
-        expect(Date.now() - started).toBeLessThan(1_000)
       }
     )
   })

@@ -1,6 +1,7 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import * as Utf8 from "../src/Utf8.ts"
+import { hex, text as utf8 } from "./support/Bytes.ts"
 
 const bytes = (...values: ReadonlyArray<number>): Uint8Array => Uint8Array.from(values)
 
@@ -35,7 +36,7 @@ const byteByByte = (input: Uint8Array): number => {
 const utf8ish = fc
   .array(
     fc.oneof(
-      fc.string({ unit: "binary", maxLength: 20 }).map((s) => Array.from(Buffer.from(s, "utf8"))),
+      fc.string({ unit: "binary", maxLength: 20 }).map((s) => Array.from(utf8(s))),
       fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: 4 }),
       fc.constantFrom([0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xf0, 0x8f])
     ),
@@ -46,7 +47,7 @@ const utf8ish = fc
 describe("Utf8.validate", () => {
   it("accepts well-formed text at the edges of each encoding length", () => {
     for (const text of ["", "a", "\u007f", "\u0080", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\u{10000}", "\u{10ffff}", "κόσμε", "Hello-µ@ßöäüàá-UTF-8!!"]) {
-      const encoded = Buffer.from(text, "utf8")
+      const encoded = utf8(text)
       expect(Utf8.validate(Utf8.ACCEPT, encoded, 0, encoded.length), text).toBe(Utf8.ACCEPT)
     }
   })
@@ -73,7 +74,7 @@ describe("Utf8.validate", () => {
       let state = Utf8.ACCEPT
       for (let i = 0; i < input.length; i++) {
         state = Utf8.validate(state, input, i, i + 1)
-        expect(state === Utf8.REJECT, `${Buffer.from(input).toString("hex")} after ${i + 1} bytes`).toBe(i + 1 >= at)
+        expect(state === Utf8.REJECT, `${hex(input)} after ${i + 1} bytes`).toBe(i + 1 >= at)
       }
       expect(Utf8.validate(Utf8.ACCEPT, input, 0, input.length)).toBe(Utf8.REJECT)
     }
@@ -125,12 +126,12 @@ describe("Utf8.validate", () => {
       input[2] = c
       const three = input.subarray(0, 3)
       const got3 = verdict(Utf8.validate(Utf8.ACCEPT, three, 0, 3))
-      if (got3 !== reference(three)) expect(got3, Buffer.from(three).toString("hex")).toBe(reference(three))
+      if (got3 !== reference(three)) expect(got3, hex(three)).toBe(reference(three))
       if (a < 0xf0) continue // only 4-byte leads can make a 4-byte input differ from its 3-byte prefix
       for (const d of edges) {
         input[3] = d
         const got4 = verdict(Utf8.validate(Utf8.ACCEPT, input, 0, 4))
-        if (got4 !== reference(input)) expect(got4, Buffer.from(input).toString("hex")).toBe(reference(input))
+        if (got4 !== reference(input)) expect(got4, hex(input)).toBe(reference(input))
       }
     }
   })
@@ -165,7 +166,7 @@ describe("Utf8.validate", () => {
     const long = fc
       .tuple(fc.string({ unit: "binary", minLength: 130, maxLength: 300 }), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.boolean(), fc.nat({ max: 4 }))
       .map(([text, position, byte, damage, truncate]) => {
-        const encoded = Uint8Array.from(Buffer.from(text, "utf8"))
+        const encoded = utf8(text)
         if (damage) encoded[position % encoded.length] = byte
         return encoded.subarray(0, encoded.length - truncate)
       })
@@ -183,7 +184,7 @@ describe("Utf8.validate", () => {
   })
 
   it("isValid is validate from ACCEPT ending in ACCEPT", () => {
-    expect(Utf8.isValid(Buffer.from("héllo wörld €𝄞", "utf8"))).toBe(true)
+    expect(Utf8.isValid(utf8("héllo wörld €𝄞"))).toBe(true)
     expect(Utf8.isValid(bytes(0xe2, 0x82))).toBe(false)
     expect(Utf8.isValid(bytes(0xed, 0xa0, 0x80))).toBe(false)
   })
@@ -202,7 +203,7 @@ describe("Utf8.validate", () => {
     fc.assert(
       fc.property(fc.string({ unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)), maxLength: 100 }), fc.nat({ max: 5 }), (text, pad) => {
         const bytes = new Uint8Array(pad + text.length + pad)
-        bytes.set(Buffer.from(text, "latin1"), pad)
+        bytes.set(utf8(text), pad) // ASCII: one byte a character
         expect(Utf8.asciiString(bytes, pad, pad + text.length)).toBe(text)
         expect(Utf8.asciiString(bytes.subarray(pad), 0, text.length)).toBe(text)
       }),

@@ -2,9 +2,14 @@
  * A raw WebSocket test client over `node:net`, for testing the server the way
  * Autobahn's fuzzing client does: it writes exactly the bytes a test asks for
  * (masked frames built with `Frame.encode`, or anything else), chopped into
- * pieces of any size with delays between them, and reads the server's frames
- * with `Frame`'s decoder in the client role (so a masked or malformed server
- * frame is caught).
+ * pieces of any size, and reads the server's frames with `Frame`'s decoder in
+ * the client role (so a masked or malformed server frame is caught).
+ *
+ * Chopped pieces reach the server as separate reads, by construction: the
+ * client sees the server's side of every connection accepted in this process
+ * (Node's `net.server.socket` diagnostics channel) and writes the next piece
+ * only once that socket's `bytesRead` covers everything sent so far
+ * (`untilServerRead`). No sleep stands in for that.
  *
  * Every wait has a timeout, so a test never hangs. `expectClose` checks the
  * whole closing handshake: the Close frame and its code, our reply, nothing
@@ -15,9 +20,11 @@
  */
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
+import * as DiagnosticsChannel from "node:diagnostics_channel"
 import * as Net from "node:net"
 import * as Frame from "../../src/Frame.ts"
-import { concat } from "../../src/testing.ts"
+import { chop as chopBytes, concat } from "../../src/testing.ts"
+import { text } from "./Bytes.ts"
 
 /**
  * How long any single wait lasts before failing the test.
@@ -70,9 +77,13 @@ export interface ConnectOptions {
 }
 
 /**
- * How a write is cut into pieces: `size` bytes a piece (or a list of sizes,
- * the last one repeated), with `delay` milliseconds between pieces (0: the
- * next turn of the event loop).
+ * How a write is cut into pieces: `size` bytes a piece, or a list of sizes
+ * cycled as `chop` does. Each piece is written once the server has read the
+ * previous one, so that the server reads every piece on its own (see
+ * `untilServerRead`); the write resolves once the server has read the last.
+ * `delay` adds a pause of that many milliseconds after each piece, for
+ * scenarios about time itself (a head trickled against `handshakeTimeout`),
+ * never to separate reads.
  *
  * @since 0.1.0
  */
@@ -126,14 +137,28 @@ export interface ExpectCloseOptions {
   readonly beforeReply?: () => Promise<void>
 }
 
-const utf8 = new TextEncoder()
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true })
-
 /** Bytes of a string (UTF-8) or the bytes themselves. */
-export const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? utf8.encode(data) : data
+const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? text(data) : data
 
-const sleep = (ms: number): Promise<void> =>
-  new Promise((resolve) => ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve))
+/** A pause that is part of a scenario (`Chop.delay`), never a barrier. */
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * The server's side of every TCP connection accepted in this process, by
+ * "server port:client port", from Node's `net.server.socket` diagnostics
+ * channel (published before the server's own `connection` listener runs).
+ * Only its counters are ever looked at (see `serverBytesRead`); nothing is
+ * added to it but a `close` listener that drops it from here.
+ */
+const accepted = new Map<string, Net.Socket>()
+DiagnosticsChannel.subscribe("net.server.socket", (message) => {
+  const socket = (message as { readonly socket: Net.Socket }).socket
+  const key = `${socket.localPort}:${socket.remotePort}`
+  accepted.set(key, socket)
+  socket.once("close", () => {
+    if (accepted.get(key) === socket) accepted.delete(key)
+  })
+})
 
 const opcodeName = (opcode: number): string => {
   switch (opcode) {
@@ -156,6 +181,7 @@ const opcodeName = (opcode: number): string => {
 
 const describe = (frame: Frame.Frame): string => {
   const p = frame.payload
+  // lenient UTF-8 (not `text`): describing a malformed Close must not throw
   const preview = frame.opcode === Frame.Opcode.Close && p.length >= 2
     ? `code ${(p[0]! << 8) | p[1]!} "${Buffer.from(p.subarray(2)).toString("utf8")}"`
     : `${p.length} bytes`
@@ -169,7 +195,7 @@ const parseClose = (payload: Uint8Array): ReceivedClose => {
   const code = (payload[0]! << 8) | payload[1]!
   let reason: string
   try {
-    reason = strictUtf8.decode(payload.subarray(2))
+    reason = text(payload.subarray(2))
   } catch {
     throw new Error(`the server sent a Close (${code}) whose reason is not UTF-8`)
   }
@@ -214,7 +240,7 @@ export class RawClient {
     const client = await RawClient.request(port, options)
     if (client.response.status !== 101) {
       client.destroy()
-      throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString()}`)
+      throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString("latin1")}`)
     }
     return client
   }
@@ -237,15 +263,16 @@ export class RawClient {
       const lowered = new Set(Object.keys(custom).map((k) => k.toLowerCase()))
       const lines = defaults.filter(([name]) => !lowered.has(name.toLowerCase()))
       for (const [name, value] of Object.entries(custom)) if (value !== undefined) lines.push([name, value])
-      const text = `${options.method ?? "GET"} ${options.path ?? "/ws"} HTTP/1.1\r\n` +
+      const head = `${options.method ?? "GET"} ${options.path ?? "/ws"} HTTP/1.1\r\n` +
         lines.map(([n, v]) => `${n}: ${v}\r\n`).join("") + "\r\n"
-      request = utf8.encode(text)
+      request = bytes(head)
     }
     const first = options.extra === undefined ? request : concat([request, options.extra])
     // Half-open allowed: after the server's FIN we can still answer its Close, then end.
     const socket = Net.connect({ port, host: "127.0.0.1", noDelay: true, allowHalfOpen: true })
     const client = new RawClient(socket, key, options.allowRsv1 ?? false)
-    void client.write(first, options.chop)
+    // A chopped request that the server stops reading fails below, by the timeout.
+    client.write(first, options.chop).catch((error: unknown) => client.log.push(`chopped request: ${String(error)}`))
     const ready = () => client.responseHead !== undefined || client.errorSeen !== undefined || client.closed || client.violation !== undefined
     return client.waitFor(ready, options.timeout ?? defaultTimeout, "the HTTP response").then(() => {
       if (client.responseHead !== undefined) return client
@@ -281,6 +308,10 @@ export class RawClient {
   /** True when the server's FIN arrived while our side was still open. */
   private serverClosedFirst = false
   private wake: Array<() => void> = []
+  /** Bytes handed to the socket. */
+  private sent = 0
+  /** The server's side of this connection, once seen. */
+  private peer: Net.Socket | undefined = undefined
 
   private constructor(socket: Net.Socket, key: string, allowRsv1: boolean) {
     this.socket = socket
@@ -321,6 +352,43 @@ export class RawClient {
   /** True once the server's FIN has arrived. */
   get serverEnded(): boolean {
     return this.ended
+  }
+
+  /** Bytes handed to the socket so far (the request included). */
+  get bytesSent(): number {
+    return this.sent
+  }
+
+  /**
+   * Bytes of this connection the server's code has read so far: what its
+   * socket took from the kernel (`bytesRead`) less what waits in the
+   * socket's own buffer (`readableLength`: a paused socket goes on filling
+   * it up to its high-water mark without handing anything over). Undefined
+   * until the server has accepted the connection.
+   */
+  serverBytesRead(): number | undefined {
+    if (this.peer === undefined) {
+      const { localPort, remotePort } = this.socket
+      if (localPort === undefined || remotePort === undefined) return undefined
+      this.peer = accepted.get(`${remotePort}:${localPort}`)
+      if (this.peer === undefined) return undefined
+    }
+    return this.peer.bytesRead - this.peer.readableLength
+  }
+
+  /**
+   * Resolves once the server has read every byte sent so far, or has given up
+   * on the connection (its Close or FIN arrived, or the socket closed). Bytes
+   * written after this resolves are in a later read than those before.
+   */
+  async untilServerRead(timeout = defaultTimeout): Promise<void> {
+    const target = this.sent
+    await this.waitFor(
+      () => (this.serverBytesRead() ?? -1) >= target || this.closeReceived || this.ended || this.closed || this.errorSeen !== undefined,
+      timeout,
+      () => `the server to read the ${target} bytes sent (it has read ${this.serverBytesRead() ?? "nothing"})`,
+      true
+    )
   }
 
   private notify(): void {
@@ -381,12 +449,19 @@ export class RawClient {
     }
   }
 
-  /** Resolves when `ready()` holds; rejects after `timeout` ms with the log. */
-  private waitFor(ready: () => boolean, timeout: number, what: string): Promise<void> {
+  /**
+   * Resolves when `ready()` holds, checked at every event of this client, and
+   * with `poll` also at every turn of the event loop (for state outside it,
+   * such as the server's `bytesRead`); rejects after `timeout` ms with the log.
+   */
+  private waitFor(ready: () => boolean, timeout: number, what: string | (() => string), poll = false): Promise<void> {
     return new Promise((resolve, reject) => {
+      let immediate: NodeJS.Immediate | undefined = undefined // the next poll
       const check = (): boolean => {
         if (ready()) {
           clearTimeout(timer)
+          if (immediate !== undefined) clearImmediate(immediate)
+          this.wake = this.wake.filter((w) => w !== listener)
           resolve()
           return true
         }
@@ -394,12 +469,19 @@ export class RawClient {
       }
       const timer = setTimeout(() => {
         this.wake = this.wake.filter((w) => w !== listener)
-        reject(new Error(`timed out after ${timeout} ms waiting for ${what}; log:\n  ${this.log.join("\n  ")}`))
+        if (immediate !== undefined) clearImmediate(immediate)
+        reject(new Error(`timed out after ${timeout} ms waiting for ${typeof what === "string" ? what : what()}; log:\n  ${this.log.join("\n  ")}`))
       }, timeout)
       const listener = (): void => {
         if (!check()) this.wake.push(listener)
       }
-      if (!check()) this.wake.push(listener)
+      const tick = (): void => {
+        immediate = check() ? undefined : setImmediate(tick)
+      }
+      if (!check()) {
+        this.wake.push(listener)
+        if (poll) immediate = setImmediate(tick)
+      }
     })
   }
 
@@ -411,21 +493,19 @@ export class RawClient {
   // writing
   // ---------------------------------------------------------------------------
 
-  /** Writes bytes, chopped as asked; resolves when the last piece is handed to the socket. */
+  /**
+   * Writes bytes: at once (one write), or chopped as asked, each piece once the
+   * server has read the previous one (see `Chop`).
+   */
   async write(data: Uint8Array, chop?: Chop): Promise<void> {
     if (chop === undefined) {
       this.rawWrite(data)
       return
     }
-    const sizes = typeof chop.size === "number" ? [chop.size] : chop.size
-    let offset = 0 // bytes of `data` already written
-    let i = 0 // index in `sizes`
-    while (offset < data.length) {
-      const size = Math.max(1, sizes[Math.min(i, sizes.length - 1)]!)
-      this.rawWrite(data.subarray(offset, offset + size))
-      offset += size
-      i++
-      if (offset < data.length) await sleep(chop.delay ?? 0)
+    for (const piece of chopBytes(data, typeof chop.size === "number" ? [chop.size] : chop.size)) {
+      this.rawWrite(piece)
+      await this.untilServerRead()
+      if (chop.delay !== undefined && chop.delay > 0) await pause(chop.delay)
     }
   }
 
@@ -434,6 +514,7 @@ export class RawClient {
       this.log.push(`write of ${data.length} bytes skipped: socket closed`)
       return
     }
+    this.sent += data.length
     this.socket.write(data)
   }
 
@@ -500,7 +581,7 @@ export class RawClient {
     const payload = code === undefined
       ? new Uint8Array(0)
       : typeof code === "number"
-      ? concat([Uint8Array.of(code >> 8, code & 0xff), utf8.encode(reason)])
+      ? concat([Uint8Array.of(code >> 8, code & 0xff), text(reason)])
       : code
     return this.sendFrame(Frame.Opcode.Close, payload, options)
   }
@@ -550,7 +631,7 @@ export class RawClient {
     const message = await this.expectMessage(timeout)
     if (!message.text) throw this.failure(`expected a text message, got a binary one of ${message.data.length} bytes`)
     try {
-      return strictUtf8.decode(message.data)
+      return text(message.data)
     } catch {
       throw this.failure("the server sent a text message that is not UTF-8")
     }
@@ -567,14 +648,6 @@ export class RawClient {
   async expectPong(timeout = defaultTimeout): Promise<Uint8Array> {
     const frame = await this.expectFrame(Frame.Opcode.Pong, timeout)
     return Uint8Array.from(frame.payload)
-  }
-
-  /** Fails if a frame arrives (or the server closes) within `ms`. */
-  async expectNothing(ms = 100): Promise<void> {
-    await sleep(ms)
-    if (this.frames.length > 0) throw this.failure(`expected nothing, got ${describe(this.frames[0]!)}`)
-    if (this.violation !== undefined) throw this.failure(this.violation)
-    if (this.ended || this.closed) throw this.failure("expected nothing, but the server closed the connection")
   }
 
   /**
