@@ -378,6 +378,10 @@ describe.concurrent("the packed tarball, installed in projects of its own", () =
       expect(tarballFiles).toContain(`src/${name}.ts`)
     }
     expect(tarballFiles).toEqual(expect.arrayContaining(["README.md", "LICENSE", "package.json"]))
+    // Nothing built from a source that is gone.
+    for (const file of tarballFiles.filter((f) => f.startsWith("dist/"))) {
+      expect(tarballFiles, file).toContain(file.replace(/^dist\//, "src/").replace(/\.(js|d\.ts)(\.map)?$/, ".ts"))
+    }
     // The installed package is what was packed, and every relative import in it resolves.
     expect([...listFiles(installed)].sort()).toEqual([...tarballFiles].sort())
     for (const file of listFiles(installed).filter((f) => /\.(js|d\.ts)$/.test(f))) {
