@@ -1,6 +1,11 @@
 /**
  * websock: a WebSocket server (RFC 6455, RFC 7692) for Effect 4 and Node.js.
  *
+ * Every public module as a namespace, the same modules that package.json
+ * exports one by one (`websock/Server`, `websock/Frame`, ...). Not here:
+ * `websock/testing`, which needs the optional peer dependency fast-check, and
+ * anything under `internal/`, which is not part of the API.
+ *
  * @since 0.1.0
  */
 export * as CloseReason from "./CloseReason.ts"
@@ -10,4 +15,5 @@ export * as Frame from "./Frame.ts"
 export * as Handshake from "./Handshake.ts"
 export * as PerMessageDeflate from "./PerMessageDeflate.ts"
 export * as Server from "./Server.ts"
+export * as Utf8 from "./Utf8.ts"
 export * as WebSocket from "./WebSocket.ts"
