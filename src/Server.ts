@@ -79,7 +79,7 @@ export interface Route<R = never> {
  * @since 0.2.0
  * @category models
  */
-export type RouteInput = Route<any> | ((socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, any>)
+export type RouteInput<R = any> = Route<R> | ((socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, R>)
 
 /**
  * The services the routes' handlers need, less `Scope` (each connection has
@@ -89,13 +89,16 @@ export type RouteInput = Route<any> | ((socket: WebSocket.WebSocketConnection) =
  * @category models
  */
 export type Requirements<Routes> = Exclude<
-  {
-    [K in keyof Routes]: Routes[K] extends { readonly handler: (socket: any) => Effect.Effect<any, any, infer R> } ? R
-      : Routes[K] extends (socket: any) => Effect.Effect<any, any, infer R> ? R
-      : never
-  }[keyof Routes],
+  { [K in keyof Routes]: Routes[K] extends { readonly handler: infer H } ? HandlerRequirements<H> : HandlerRequirements<Routes[K]> }[
+    keyof Routes
+  ],
   Scope.Scope
 >
+
+/** The services one handler needs (none for a handler that only throws). */
+type HandlerRequirements<H> = H extends (socket: any) => infer Out
+  ? [Out] extends [never] ? never : Out extends Effect.Effect<any, any, infer R> ? R : never
+  : never
 
 /**
  * The server's settings. Every one has a safe default (see `defaults`). Time
@@ -105,7 +108,7 @@ export type Requirements<Routes> = Exclude<
  * @since 0.1.0
  * @category models
  */
-export interface Options<Routes extends Readonly<Record<string, RouteInput>> = Readonly<Record<string, RouteInput>>> {
+export interface Options<Routes extends Readonly<Record<string, RouteInput>> = Readonly<Record<string, RouteInput<Scope.Scope>>>> {
   /** TCP port; 0 picks a free one. Default 0. */
   readonly port?: number | undefined
   /** Address to listen on. Default: all interfaces. */

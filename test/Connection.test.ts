@@ -1,5 +1,6 @@
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
+import * as CloseReason from "../src/CloseReason.ts"
 import * as Connection from "../src/Connection.ts"
 import * as Frame from "../src/Frame.ts"
 
@@ -36,6 +37,8 @@ const closeFrame = (code: number, reason = ""): Uint8Array => frame(Opcode.Close
 /** An unmasked client frame (a violation from a client), built by hand. */
 const unmasked = (opcode: number, payload: Uint8Array): Uint8Array => concat([Uint8Array.of(0x80 | opcode, payload.length), payload])
 
+const EMPTY_BYTES = new Uint8Array(0)
+
 const OPTIONS: Connection.Options = { maxMessageSize: 1 << 20, compression: false }
 
 interface Run {
@@ -45,7 +48,12 @@ interface Run {
   readonly perInput: ReadonlyArray<ReadonlyArray<Connection.Action>>
 }
 
-/** Steps through the inputs; `Uint8Array`s are fed as `Bytes` (as fresh copies: the machine owns them). */
+/**
+ * Steps through the inputs; `Uint8Array`s are fed as `Bytes` (as fresh
+ * copies: the machine owns them). The handler is taken to be idle: a delayed
+ * Close (`AwaitHandler`) is released at once with `HandlerIdle`, whose
+ * actions take its place (see "the delayed Close" below for the wait itself).
+ */
 const run = (
   inputs: ReadonlyArray<Connection.Input | Uint8Array>,
   options: Connection.Options = OPTIONS,
@@ -55,10 +63,15 @@ const run = (
   const actions: Array<Connection.Action> = []
   const perInput: Array<ReadonlyArray<Connection.Action>> = []
   for (const input of inputs) {
-    const result = Connection.step(state, input instanceof Uint8Array ? { _tag: "Bytes", chunk: Buffer.isBuffer(input) ? Buffer.from(input) : input.slice() } : input)
+    let result = Connection.step(state, input instanceof Uint8Array ? { _tag: "Bytes", chunk: Buffer.isBuffer(input) ? Buffer.from(input) : input.slice() } : input)
+    let produced = result.actions
+    if (produced.some((a) => a._tag === "AwaitHandler")) {
+      result = Connection.step(result.state, { _tag: "HandlerIdle" })
+      produced = [...produced.filter((a) => a._tag !== "AwaitHandler"), ...result.actions]
+    }
     state = result.state
-    actions.push(...result.actions)
-    perInput.push(result.actions)
+    actions.push(...produced)
+    perInput.push(produced)
   }
   return { state, actions, perInput }
 }
@@ -91,7 +104,7 @@ const expectFailedWith = (actions: ReadonlyArray<Connection.Action>, code: numbe
   expect(closes).toHaveLength(1)
   expect(closes[0]).toMatchObject({ _tag: "Code", code })
   expect(tags(actions.slice(-3))).toEqual(["Write", "CloseTransport", "Closed"])
-  expect(actions.at(-1)).toMatchObject({ _tag: "Closed", code, clean: false, initiator: "local" })
+  expect(actions.at(-1)).toMatchObject({ _tag: "Closed", outcome: { code, clean: false, initiator: "local" } })
 }
 
 /** Action sequences modulo Write chunk boundaries: consecutive writes merged into one byte string. */
@@ -182,9 +195,16 @@ const eventArb: fc.Arbitrary<Uint8Array> = fc.oneof(
 const streamArb = fc.array(eventArb, { maxLength: 8 }).map(concat)
 
 const appInputArb: fc.Arbitrary<Connection.Input> = fc.oneof(
-  fc.record({ _tag: fc.constant("Send" as const), payload: fc.uint8Array({ maxLength: 8 }), text: fc.boolean(), compressed: fc.boolean() }),
-  fc.record({ _tag: fc.constant("Close" as const), code: fc.constantFrom(1000, 1001, 1011, 4000), reason: fc.string({ maxLength: 5 }) }),
-  fc.record({ _tag: fc.constant("Fail" as const), code: fc.constantFrom(1007, 1009), reason: fc.constant("inflate") }),
+  fc.record({ _tag: fc.constant("Ping" as const), payload: fc.uint8Array({ maxLength: 8 }) }),
+  fc.record({
+    _tag: fc.constant("Close" as const),
+    reason: fc.tuple(fc.constantFrom(1000, 1001, 1011, 4000), fc.string({ maxLength: 5 })).map(([c, r]) => CloseReason.application(c, r))
+  }),
+  fc.constant({ _tag: "Fail" as const, reason: CloseReason.internalError("compression failed") }),
+  fc.record({ _tag: fc.constant("Inflated" as const), text: fc.boolean(), data: fc.uint8Array({ maxLength: 8 }) }),
+  fc.constant({ _tag: "InflateFailed" as const, reason: CloseReason.invalidPayload("bad deflate data") }),
+  fc.constant({ _tag: "HandlerIdle" as const }),
+  fc.constant({ _tag: "Abort" as const }),
   fc.constant({ _tag: "CloseTimeout" as const }),
   fc.constant({ _tag: "EndOfStream" as const })
 )
@@ -277,7 +297,7 @@ describe("Connection properties", () => {
           const stream = concat([...before, violation, ...after])
           const { actions, state } = run(chop(stream, cuts), SMALL)
           expectFailedWith(actions, code)
-          expect(state).toMatchObject({ _tag: "Closed", code, clean: false })
+          expect(state).toMatchObject({ _tag: "Closed", outcome: { code, clean: false } })
         }
       ),
       { numRuns: 200 }
@@ -452,25 +472,24 @@ describe("Connection messages", () => {
       stream[at + 1] = 0x80 | fragment
       for (let j = 0; j < fragment; j++) stream[at + 6 + j] = (i + j) & 0xff
     }
-    const started = performance.now()
     const lastFrame = stream.length - (6 + fragment)
     const partway = run([stream.subarray(0, stream.length >> 1), stream.subarray(stream.length >> 1, lastFrame)])
     const { actions } = run([stream.subarray(lastFrame)], OPTIONS, partway.state)
-    const elapsed = performance.now() - started
     // Memory stays proportional to the bytes: small fragments are copied into
     // a few buffers rather than each kept as a view (~100 bytes of object per fragment).
     expect(partway.state._tag).toBe("Open")
     let pieces = 0
     if (partway.state._tag === "Open") {
-      for (let piece = partway.state.fragments; piece !== undefined; piece = piece.previous) pieces++
+      for (let piece = partway.state.message?.fragments; piece !== undefined; piece = piece.previous) pieces++
     }
     expect(pieces).toBeLessThan(20)
     const [message] = delivered(actions)
     expect(message).toBeInstanceOf(Uint8Array)
     expect((message as Uint8Array).length).toBe(count * fragment)
     expect((message as Uint8Array)[(count - 1) * fragment]).toBe((count - 1) & 0xff)
-    // Quadratic concatenation would copy ~2e10 bytes here.
-    expect(elapsed).toBeLessThan(1500)
+    // Quadratic concatenation would copy ~2e10 bytes here (the suite's time
+    // would show it; a bound on elapsed time is not asserted: speed is the
+    // benchmark's business).
   })
 })
 
@@ -489,19 +508,91 @@ describe("Connection control frames", () => {
     expect(state._tag).toBe("Open")
   })
 
-  it("sends a message as one Write of header and payload", () => {
-    const payload = utf8("hello")
-    const { actions } = run([{ _tag: "Send", payload, text: true, compressed: false }])
-    expect(actions).toHaveLength(1)
-    const write = actions[0]
-    expect(write._tag).toBe("Write")
-    if (write._tag === "Write") {
-      expect(write.chunks).toHaveLength(2)
-      expect(write.chunks[1]).toBe(payload) // never copied
+  it("sendHeader: FIN, RSV1 only where compression was negotiated, the opcode; -1 after our Close", () => {
+    const open = Connection.initial(OPTIONS)
+    expect(Connection.sendHeader(open, true, false)).toBe(0x81)
+    expect(Connection.sendHeader(open, false, false)).toBe(0x82)
+    expect(Connection.sendHeader(open, false, true)).toBe(-1) // no RSV1 without permessage-deflate (RFC 7692 §6)
+    const deflating = Connection.initial({ ...OPTIONS, compression: true })
+    expect(Connection.sendHeader(deflating, true, true)).toBe(0xc1)
+    expect(Connection.sendHeader(deflating, false, false)).toBe(0x82)
+    const closing = Connection.step(open, { _tag: "Close", reason: CloseReason.normal() }).state
+    expect(Connection.canSend(closing)).toBe(false)
+    expect(Connection.sendHeader(closing, true, false)).toBe(-1)
+    const closed = Connection.step(open, { _tag: "EndOfStream" }).state
+    expect(Connection.sendHeader(closed, false, false)).toBe(-1)
+  })
+
+  it("Ping input (keepalive or the application's) writes a Ping while open only; a Pong received is reported", () => {
+    const { actions } = run([{ _tag: "Ping", payload: Uint8Array.of(1, 2) }, frame(Opcode.Pong, Uint8Array.of(1, 2))])
+    expect(writtenFrames(actions)).toEqual([{ opcode: Opcode.Ping, payload: Uint8Array.of(1, 2), rsv1: false }])
+    expect(actions.at(-1)).toEqual({ _tag: "Pong", payload: Uint8Array.of(1, 2) })
+    const closing = run([{ _tag: "Close", reason: CloseReason.normal() }, { _tag: "Ping", payload: EMPTY_BYTES }])
+    expect(writtenFrames(closing.actions).map((f) => f.opcode)).toEqual([Opcode.Close])
+  })
+
+  it("inflated messages: binary delivered, text validated as UTF-8 (1007 otherwise, after the handler caught up)", () => {
+    const deflating = { ...OPTIONS, compression: true }
+    const ok = run([{ _tag: "Inflated", text: true, data: utf8("\ufeffhé") }, { _tag: "Inflated", text: false, data: Uint8Array.of(7) }], deflating)
+    expect(delivered(ok.actions)).toEqual(["\ufeffhé", Uint8Array.of(7)])
+    expectFailedWith(run([{ _tag: "Inflated", text: true, data: Uint8Array.of(0x61, 0xff) }], deflating).actions, CloseCode.InvalidPayload)
+    expectFailedWith(run([{ _tag: "InflateFailed", reason: CloseReason.messageTooBig("inflated past the limit") }], deflating).actions, CloseCode.MessageTooBig)
+  })
+})
+
+describe("Connection: the delayed Close", () => {
+  it("the peer's Close: our echo waits in Draining for HandlerIdle; sends are allowed meanwhile; then the outcome", () => {
+    const start = Connection.initial(OPTIONS)
+    const received = Connection.step(start, { _tag: "Bytes", chunk: concat([frame(Opcode.Text, "last"), closeFrame(4001, "bye")]) })
+    expect(tags(received.actions)).toEqual(["Deliver", "AwaitHandler"])
+    expect(received.state._tag).toBe("Draining")
+    // the handler answers the last message before our Close goes out
+    expect(Connection.sendHeader(received.state, true, false)).toBe(0x81)
+    // what the peer sends now is ignored, and so are Pings of ours
+    expect(Connection.step(received.state, { _tag: "Bytes", chunk: frame(Opcode.Text, "late") }).actions).toEqual([])
+    const released = Connection.step(received.state, { _tag: "HandlerIdle" })
+    expect(tags(released.actions)).toEqual(["Write", "CloseTransport", "Closed"])
+    expect(closesWritten(released.actions)).toEqual([{ _tag: "Code", code: 4001, reason: "" }])
+    expect(released.actions[2]).toEqual({
+      _tag: "Closed",
+      outcome: { code: 4001, reason: "bye", clean: true, initiator: "remote", detail: undefined }
+    })
+  })
+
+  it("a violation waits the same way, with its code; a timeout, a Close or a Fail release it too; EndOfStream writes nothing", () => {
+    const start = Connection.initial(OPTIONS)
+    const violated = Connection.step(start, { _tag: "Bytes", chunk: concat([frame(Opcode.Text, "ok"), frame(Opcode.Continuation, "x")]) })
+    expect(tags(violated.actions)).toEqual(["Deliver", "AwaitHandler"])
+    for (const input of [{ _tag: "CloseTimeout" }, { _tag: "Close", reason: CloseReason.normal() }, { _tag: "Fail", reason: CloseReason.internalError("x") }] as const) {
+      const released = Connection.step(violated.state, input)
+      expect(closesWritten(released.actions)).toMatchObject([{ _tag: "Code", code: CloseCode.ProtocolError }])
+      expect(released.actions.at(-1)).toMatchObject({ outcome: { code: 1002, clean: false, initiator: "local", detail: { _tag: "ProtocolError" } } })
     }
-    expect(writtenFrames(actions)).toEqual([{ opcode: Opcode.Text, payload, rsv1: false }])
-    const compressed = run([{ _tag: "Send", payload: Uint8Array.of(9), text: false, compressed: true }])
-    expect(writtenFrames(compressed.actions)).toEqual([{ opcode: Opcode.Binary, payload: Uint8Array.of(9), rsv1: true }])
+    const gone = Connection.step(violated.state, { _tag: "EndOfStream" })
+    expect(tags(gone.actions)).toEqual(["CloseTransport", "Closed"])
+  })
+
+  it("messages still inflating when the peer closed are delivered while draining", () => {
+    const deflating = { ...OPTIONS, compression: true }
+    const start = Connection.initial(deflating)
+    const received = Connection.step(start, { _tag: "Bytes", chunk: concat([frame(Opcode.Text, Uint8Array.of(0x00), { rsv1: true }), closeFrame(1000)]) })
+    expect(tags(received.actions)).toEqual(["DeliverCompressed", "AwaitHandler"])
+    const inflated = Connection.step(received.state, { _tag: "Inflated", text: true, data: utf8("late but delivered") })
+    expect(delivered(inflated.actions)).toEqual(["late but delivered"])
+    expect(inflated.state._tag).toBe("Draining")
+  })
+
+  it("states are single use: stepping an older state again may see the successor's bytes (filled in place)", () => {
+    // A fragmented message's small fragments are copied into a buffer the
+    // successor state shares: stepping the same state twice writes into it twice.
+    const start = Connection.initial(OPTIONS)
+    const first = Connection.step(start, { _tag: "Bytes", chunk: frame(Opcode.Binary, "ab", { fin: false }) }).state
+    const a = Connection.step(first, { _tag: "Bytes", chunk: frame(Opcode.Continuation, "cd", { fin: false }) }).state
+    // Stepping `first` again (wrong) appends into the same reassembly as `a`
+    Connection.step(first, { _tag: "Bytes", chunk: frame(Opcode.Continuation, "XY", { fin: false }) })
+    const end = Connection.step(a, { _tag: "Bytes", chunk: frame(Opcode.Continuation, "", { fin: true }) })
+    // `a` now holds "abcdXY": the reuse corrupted it. Keep only the latest state.
+    expect(Buffer.from(delivered(end.actions)[0] as Uint8Array).toString()).toBe("abcdXY")
   })
 })
 
@@ -510,14 +601,14 @@ describe("Connection closing handshake", () => {
     const { actions, state } = run([closeFrame(4001, "done")])
     expect(closesWritten(actions)).toEqual([{ _tag: "Code", code: 4001, reason: "" }])
     expect(tags(actions)).toEqual(["Write", "CloseTransport", "Closed"])
-    expect(actions[2]).toEqual({ _tag: "Closed", code: 4001, reason: "done", clean: true, initiator: "remote" })
+    expect(actions[2]).toEqual({ _tag: "Closed", outcome: { code: 4001, reason: "done", clean: true, initiator: "remote", detail: undefined } })
     expect(state._tag).toBe("Closed")
   })
 
   it("answers an empty Close with 1000 (outcome: 1005, no status received)", () => {
     const { actions } = run([frame(Opcode.Close, new Uint8Array(0))])
     expect(closesWritten(actions)).toEqual([{ _tag: "Code", code: 1000, reason: "" }])
-    expect(actions.at(-1)).toEqual({ _tag: "Closed", code: 1005, reason: "", clean: true, initiator: "remote" })
+    expect(actions.at(-1)).toEqual({ _tag: "Closed", outcome: { code: 1005, reason: "", clean: true, initiator: "remote", detail: undefined } })
   })
 
   it("a Close payload of 1 byte: 1002", () => {
@@ -538,7 +629,7 @@ describe("Connection closing handshake", () => {
     const { actions, perInput } = run([
       concat([closeFrame(1000), frame(Opcode.Text, "late"), frame(Opcode.Ping, "late")]),
       frame(Opcode.Ping, "later"),
-      { _tag: "Send", payload: utf8("x"), text: true, compressed: false },
+      { _tag: "Ping", payload: utf8("x") },
       { _tag: "EndOfStream" }
     ])
     expect(delivered(actions)).toEqual([])
@@ -547,20 +638,20 @@ describe("Connection closing handshake", () => {
   })
 
   it("local Close: writes Close, arms the timer, and completes on the peer's Close", () => {
-    const closing = run([{ _tag: "Close", code: 1001, reason: "going away" }])
+    const closing = run([{ _tag: "Close", reason: CloseReason.goingAway("idle timeout") }])
     expect(tags(closing.actions)).toEqual(["Write", "ArmCloseTimer"])
-    expect(closesWritten(closing.actions)).toEqual([{ _tag: "Code", code: 1001, reason: "going away" }])
+    expect(closesWritten(closing.actions)).toEqual([{ _tag: "Code", code: 1001, reason: "idle timeout" }])
     expect(closing.state._tag).toBe("Closing")
     const done = run([frame(Opcode.Text, "in flight"), frame(Opcode.Ping, "x"), closeFrame(1001)], OPTIONS, closing.state)
     expect(done.actions).toEqual([
       { _tag: "CancelCloseTimer" },
       { _tag: "CloseTransport" },
-      { _tag: "Closed", code: 1001, reason: "", clean: true, initiator: "local" }
+      { _tag: "Closed", outcome: { code: 1001, reason: "", clean: true, initiator: "local", detail: CloseReason.goingAway("idle timeout") } }
     ])
   })
 
   it("while closing: an empty Close completes cleanly (1005); a violation or bad Close ends it unclean, writing nothing", () => {
-    const closing = run([{ _tag: "Close", code: 1000, reason: "" }]).state
+    const closing = run([{ _tag: "Close", reason: CloseReason.normal() }]).state
     const cases: ReadonlyArray<readonly [Uint8Array, number, boolean]> = [
       [frame(Opcode.Close, new Uint8Array(0)), 1005, true],
       [unmasked(Opcode.Text, utf8("x")), CloseCode.ProtocolError, false],
@@ -570,23 +661,23 @@ describe("Connection closing handshake", () => {
     for (const [bytes, code, clean] of cases) {
       const { actions } = run([bytes], OPTIONS, closing)
       expect(tags(actions)).toEqual(["CancelCloseTimer", "CloseTransport", "Closed"])
-      expect(actions[2]).toMatchObject({ code, clean, initiator: "local" })
+      expect(actions[2]).toMatchObject({ outcome: { code, clean, initiator: "local" } })
     }
   })
 
   it("close timeout: closes the transport, unclean", () => {
-    const { actions, state } = run([{ _tag: "Close", code: 1000, reason: "" }, { _tag: "CloseTimeout" }, { _tag: "CloseTimeout" }])
+    const { actions, state } = run([{ _tag: "Close", reason: CloseReason.normal() }, { _tag: "CloseTimeout" }, { _tag: "CloseTimeout" }])
     expect(tags(actions)).toEqual(["Write", "ArmCloseTimer", "CloseTransport", "Closed"])
-    expect(actions.at(-1)).toMatchObject({ _tag: "Closed", clean: false, initiator: "local" })
+    expect(actions.at(-1)).toMatchObject({ _tag: "Closed", outcome: { clean: false, initiator: "local" } })
     expect(state._tag).toBe("Closed")
   })
 
   it("nothing is written after our Close: sends and pings are ignored", () => {
     const { actions } = run([
-      { _tag: "Close", code: 1000, reason: "" },
-      { _tag: "Send", payload: utf8("late"), text: true, compressed: false },
+      { _tag: "Close", reason: CloseReason.normal() },
+      { _tag: "Ping", payload: utf8("late") },
       frame(Opcode.Ping, "ping"),
-      { _tag: "Close", code: 1011, reason: "again" }
+      { _tag: "Close", reason: CloseReason.internalError("again") }
     ])
     expect(writtenFrames(actions)).toHaveLength(1)
     expect(tags(actions)).toEqual(["Write", "ArmCloseTimer"])
@@ -599,24 +690,24 @@ describe("Connection closing handshake", () => {
 
   it("EndOfStream while open: 1006, unclean", () => {
     const { actions } = run([frame(Opcode.Text, "a", { fin: false }), { _tag: "EndOfStream" }])
-    expect(actions).toEqual([{ _tag: "CloseTransport" }, { _tag: "Closed", code: 1006, reason: "", clean: false, initiator: "remote" }])
+    expect(actions).toEqual([{ _tag: "CloseTransport" }, { _tag: "Closed", outcome: { code: 1006, reason: "", clean: false, initiator: "remote", detail: undefined } }])
   })
 
   it("EndOfStream while closing: cancels the timer, unclean", () => {
-    const { actions } = run([{ _tag: "Close", code: 1000, reason: "" }, { _tag: "EndOfStream" }])
+    const { actions } = run([{ _tag: "Close", reason: CloseReason.normal() }, { _tag: "EndOfStream" }])
     expect(tags(actions)).toEqual(["Write", "ArmCloseTimer", "CancelCloseTimer", "CloseTransport", "Closed"])
-    expect(actions.at(-1)).toMatchObject({ code: 1006, clean: false })
+    expect(actions.at(-1)).toMatchObject({ outcome: { code: 1006, clean: false } })
   })
 
   it("Fail from the I/O layer: one Close with its code, then CloseTransport", () => {
-    const { actions } = run([{ _tag: "Fail", code: 1007, reason: "invalid UTF-8 after inflate" }, { _tag: "Fail", code: 1009, reason: "" }])
-    expectFailedWith(actions, 1007)
+    const { actions } = run([{ _tag: "Fail", reason: CloseReason.internalError("compression failed") }, { _tag: "Fail", reason: CloseReason.internalError("again") }])
+    expectFailedWith(actions, 1011)
   })
 
   it("a Close we send with a code not allowed on the wire goes out empty; a long reason is cut to fit", () => {
-    expect(closesWritten(run([{ _tag: "Close", code: 1006, reason: "x" }]).actions)).toEqual([{ _tag: "Empty" }])
+    expect(closesWritten(run([{ _tag: "Close", reason: { _tag: "Application", code: 1006, reason: "x" } }]).actions)).toEqual([{ _tag: "Empty" }])
     const reason = "é".repeat(100) // 200 bytes
-    const [close] = closesWritten(run([{ _tag: "Close", code: 1000, reason }]).actions)
+    const [close] = closesWritten(run([{ _tag: "Close", reason: CloseReason.normal(reason) }]).actions)
     expect(close._tag).toBe("Code")
     if (close._tag === "Code") expect(close.reason).toBe("é".repeat(61))
   })

@@ -25,7 +25,7 @@ const decodeAll = (options: Frame.DecoderOptions, chunks: ReadonlyArray<Uint8Arr
   for (const chunk of chunks) {
     const result = Frame.decode(state, chunk)
     frames.push(...result.frames)
-    if (result._tag === "Violation") return { frames, code: result.code, state: undefined }
+    if (result._tag === "Violation") return { frames, code: result.failure.code, state: undefined }
     state = result.state
   }
   return { frames, code: undefined, state }
@@ -120,7 +120,7 @@ describe("partial", () => {
         let checked = 0 // received bytes already compared (each byte is compared once: linear)
         for (const chunk of chunks) {
           const result = Frame.decode(state, chunk)
-          if (result._tag !== "Ok") throw new Error(result.reason)
+          if (result._tag !== "Ok") throw new Error(result.failure.reason)
           state = result.state
           fed += chunk.length
           const progress = Frame.partial(state)
@@ -151,7 +151,7 @@ describe("partial", () => {
     const seen: Array<string> = []
     for (const chunk of Arb.chop(wire, [1])) {
       const result = Frame.decode(state, chunk)
-      if (result._tag !== "Ok") throw new Error(result.reason)
+      if (result._tag !== "Ok") throw new Error(result.failure.reason)
       state = result.state
       const progress = Frame.partial(state)
       if (progress !== undefined) seen.push(text(progress.received))
@@ -244,7 +244,7 @@ describe("violations", () => {
     if (first._tag !== "Ok") return
     expect(Frame.partial(first.state)?.length).toBe(2 ** 50)
     const second = Frame.decode(first.state, bytes(1, 2, 3))
-    expect(second._tag === "Violation" && second.code).toBe(1009)
+    expect(second._tag === "Violation" && second.failure.code).toBe(1009)
   })
 
   it("returns the frames completed before the violation", () => {

@@ -136,7 +136,7 @@ export const readToClose = async (
     const frame = await c.nextFrame(options.timeout ?? 2_000)
     if (frame.opcode === Frame.Opcode.Close) {
       const parsed = Frame.parseClose(frame.payload)
-      if (parsed._tag === "Invalid") throw new Error(`the server sent an invalid Close: ${parsed.reason}`)
+      if (parsed._tag === "Invalid") throw new Error(`the server sent an invalid Close: ${parsed.failure.reason}`)
       return parsed._tag === "Empty" ? { code: 1005, reason: "", skipped } : { code: parsed.code, reason: parsed.reason, skipped }
     }
     const isData = frame.opcode === Frame.Opcode.Binary || frame.opcode === Frame.Opcode.Text ||

@@ -41,8 +41,9 @@ describe("robustness of the I/O layer", () => {
     )
   })
 
-  it("a handler failing with another connection's ConnectionClosed closes its own connection with 1000", async () => {
-    const relay = () => Effect.fail(new WebSocketError({ reason: new ConnectionClosed({ code: 1001, reason: "other side left" }) }))
+  it("a handler failing with its own connection's ConnectionClosed closes it with 1000 (another's: see Handler.test.ts)", async () => {
+    const relay = (ws: { readonly id: number }) =>
+      Effect.fail(new WebSocketError({ reason: new ConnectionClosed({ connection: ws.id, code: 1001, reason: "closing" }) }))
     await TestServer.withServer({ routes: { "/ws": relay } }, async (port) => {
       const c = await RawClient.connect(port)
       await c.expectClose(1000)

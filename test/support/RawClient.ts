@@ -138,7 +138,7 @@ export interface ExpectCloseOptions {
 }
 
 /** Bytes of a string (UTF-8) or the bytes themselves. */
-const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? text(data) : data
+export const bytes = (data: string | Uint8Array): Uint8Array => typeof data === "string" ? text(data) : data
 
 /** A pause that is part of a scenario (`Chop.delay`), never a barrier. */
 const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
@@ -442,7 +442,7 @@ export class RawClient {
       this.frames.push(frame)
     }
     if (result._tag === "Violation") {
-      this.violation = `the server sent an invalid frame (${result.code}: ${result.reason})`
+      this.violation = `the server sent an invalid frame (${result.failure.code}: ${result.failure.reason})`
       this.log.push(this.violation)
     } else {
       this.decoder = result.state
