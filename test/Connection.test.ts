@@ -129,6 +129,9 @@ const normalize = (actions: ReadonlyArray<Connection.Action>): Array<Normal> => 
       case "DeliverCompressed":
         out.push({ ...action, data: new Uint8Array(action.data) })
         break
+      case "Pong":
+        out.push({ _tag: "Pong", payload: new Uint8Array(action.payload) })
+        break
       default:
         out.push(action)
     }
@@ -502,9 +505,9 @@ describe("Connection control frames", () => {
     ])
   })
 
-  it("ignores an unsolicited Pong", () => {
+  it("an unsolicited Pong is only reported (no answer, nothing else)", () => {
     const { actions, state } = run([frame(Opcode.Pong, "hi"), frame(Opcode.Text, "after")])
-    expect(tags(actions)).toEqual(["Deliver"])
+    expect(tags(actions)).toEqual(["Pong", "Deliver"])
     expect(state._tag).toBe("Open")
   })
 

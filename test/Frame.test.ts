@@ -413,11 +413,23 @@ describe("close payloads", () => {
 
   it("parses empty, 1-byte, bad-code and bad-UTF-8 payloads", () => {
     expect(Frame.parseClose(bytes())).toEqual({ _tag: "Empty" })
-    expect(Frame.parseClose(bytes(0x03))).toMatchObject({ _tag: "Invalid", code: 1002 })
-    expect(Frame.parseClose(bytes(0x03, 0xed))).toMatchObject({ _tag: "Invalid", code: 1002 }) // 1005
-    expect(Frame.parseClose(bytes(0x03, 0xe8, 0xff))).toMatchObject({ _tag: "Invalid", code: 1007 })
+    expect(Frame.parseClose(bytes(0x03))).toMatchObject({ _tag: "Invalid", failure: { code: 1002 } })
+    expect(Frame.parseClose(bytes(0x03, 0xed))).toMatchObject({ _tag: "Invalid", failure: { code: 1002 } }) // 1005
+    expect(Frame.parseClose(bytes(0x03, 0xe8, 0xff))).toMatchObject({ _tag: "Invalid", failure: { code: 1007 } })
     expect(Frame.parseClose(bytes(0x03, 0xe8, 0xce, 0xba))).toEqual({ _tag: "Code", code: 1000, reason: "κ" })
     expect(Frame.parseClose(bytes(0x0f, 0xa0))).toEqual({ _tag: "Code", code: 4000, reason: "" })
+    // A leading U+FEFF is part of the reason (not a BOM to strip), as in messages.
+    expect(Frame.parseClose(bytes(0x03, 0xe8, 0xef, 0xbb, 0xbf, 0x61))).toEqual({ _tag: "Code", code: 1000, reason: "\ufeffa" })
+  })
+
+  it("control frames are not subject to maxPayload: a 125-byte Ping with a 10-byte limit decodes (RFC 6455 §5.5)", () => {
+    const ping = Buffer.concat([...Frame.encode(Frame.Opcode.Ping, new Uint8Array(125), { mask: Uint8Array.of(1, 2, 3, 4) })])
+    const result = Frame.decode(Frame.initialDecoder({ role: "server", maxPayload: 10, allowRsv1: false }), ping)
+    expect(result._tag).toBe("Ok")
+    expect(result.frames[0]?.payload.length).toBe(125)
+    const binary = Buffer.concat([...Frame.encode(Frame.Opcode.Binary, new Uint8Array(11), { mask: Uint8Array.of(1, 2, 3, 4) })])
+    const big = Frame.decode(Frame.initialDecoder({ role: "server", maxPayload: 10, allowRsv1: false }), binary)
+    expect(big._tag === "Violation" && big.failure.code).toBe(1009)
   })
 
   it("parseClose reads back what closeFrame and encodeClose write", () => {

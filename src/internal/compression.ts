@@ -42,6 +42,8 @@ type Inbound =
 interface Outbound {
   readonly messages: ReadonlyArray<Message>
   readonly done: (sent: boolean) => void
+  /** The next message to send (past the end: the batch was refused). */
+  next: number
 }
 
 /** @internal */
@@ -118,61 +120,59 @@ export class Compression {
 
   /** Sends messages in order; `done(false)` when the connection refused them or deflating failed. */
   send(messages: ReadonlyArray<Message>, done: (sent: boolean) => void): void {
-    this.outbound.push({ messages, done })
+    this.outbound.push({ messages, done, next: 0 })
     this.pumpOutbound()
   }
 
+  /**
+   * Sends the batches in order. A batch leaves the queue before its sender
+   * is told (`done`), since the sender may send again at once, from inside
+   * `done`.
+   */
   private pumpOutbound(): void {
-    if (this.deflating) return
-    while (this.outbound.length > 0) {
+    while (!this.deflating && this.outbound.length > 0) {
       const batch = this.outbound[0]!
-      const stage = this.sendFrom(batch, 0)
-      if (stage === "waiting") return
+      const result = this.sendFrom(batch)
+      if (result === "waiting") return
       this.outbound.shift()
+      batch.done(result === "sent")
     }
   }
 
-  /** Sends `batch.messages[from..]`: "done" when the batch is over, "waiting" while a deflate runs. */
-  private sendFrom(batch: Outbound, from: number): "done" | "waiting" {
+  /** Sends `batch.messages[batch.next..]` until one needs deflating: then "waiting" while it runs. */
+  private sendFrom(batch: Outbound): "sent" | "refused" | "waiting" {
     const messages = batch.messages
-    for (let i = from; i < messages.length; i++) {
-      if (this.stopped) {
-        batch.done(false)
-        return "done"
-      }
+    for (let i = batch.next; i < messages.length; i++) {
+      if (this.stopped) return "refused"
       const message = messages[i]!
       const text = typeof message === "string"
       const payload = text ? Buffer.from(message, "utf8") : message
       if (payload.length < this.threshold) {
-        if (!this.events.send(payload, text, false)) {
-          batch.done(false)
-          return "done"
-        }
+        if (!this.events.send(payload, text, false)) return "refused"
         continue
       }
       this.deflating = true
+      batch.next = i + 1
       void this.run(this.codec.deflate(payload)).then((exit) => {
         this.deflating = false
         if (Exit.isFailure(exit)) {
           // A fault of ours (zlib died, or the codec was closed under it).
-          batch.done(false)
           this.outbound.shift()
+          batch.done(false)
           if (!this.stopped) this.events.deflateFailed()
           this.failAll()
           return
         }
-        if (!this.events.send(exit.value, text, true)) {
+        if (!this.events.send(exit.value, text, true)) batch.next = messages.length + 1 // refused: the batch fails
+        if (batch.next > messages.length) {
+          this.outbound.shift()
           batch.done(false)
-        } else if (this.sendFrom(batch, i + 1) === "waiting") {
-          return
         }
-        this.outbound.shift()
         this.pumpOutbound()
       })
       return "waiting"
     }
-    batch.done(true)
-    return "done"
+    return "sent"
   }
 
   private failAll(): void {

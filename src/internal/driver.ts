@@ -143,6 +143,8 @@ export class Driver {
   private pings: Array<PendingPing> | undefined = undefined
   private pingCounter = 0
   private over = false
+  /** True while an inflated message is stepped: its delivery is in order already. */
+  private inflating = false
 
   constructor(options: DriverOptions) {
     this.options = options
@@ -162,7 +164,12 @@ export class Driver {
       options.run,
       {
         received: (message) => this.inbox.push(message),
-        inflated: (text, data) => this.afterInput({ _tag: "Inflated", text, data }),
+        inflated: (text, data) => {
+          // Its Deliver goes straight to the inbox: this is its turn in the order.
+          this.inflating = true
+          this.afterInput({ _tag: "Inflated", text, data })
+          this.inflating = false
+        },
         inflateFailed: (reason) => this.afterInput({ _tag: "InflateFailed", reason }),
         send: (payload, text, compressed) => this.sendFrame(payload, text, compressed),
         deflateFailed: () => this.input({ _tag: "Fail", reason: CloseReason.internalError("compression failed") })
@@ -201,6 +208,8 @@ export class Driver {
   private afterInput(input: Connection.Input): void {
     this.input(input)
     this.afterRead()
+    if (this.state._tag === "Draining") this.checkHandlerIdle()
+    if (this.outbox.pending()) this.outbox.flush()
   }
 
   private perform(actions: ReadonlyArray<Connection.Action>): void {
@@ -213,7 +222,7 @@ export class Driver {
           break
         }
         case "Deliver":
-          if (this.compression === undefined) this.inbox.push(action.data)
+          if (this.compression === undefined || this.inflating) this.inbox.push(action.data)
           else this.compression.receive(action.data)
           break
         case "DeliverCompressed":

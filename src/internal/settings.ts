@@ -125,9 +125,6 @@ export const resolve = <Route extends RouteShape>(options: Input): Settings<Rout
   }
   const highWaterMark = integer("highWaterMark", options.highWaterMark ?? defaults.highWaterMark, 0)
   const maxBufferedAmount = integer("maxBufferedAmount", options.maxBufferedAmount ?? defaults.maxBufferedAmount, 0)
-  if (maxBufferedAmount < highWaterMark) {
-    throw invalid("maxBufferedAmount", `must be at least highWaterMark (${highWaterMark}), got ${maxBufferedAmount}`)
-  }
   const closeTimeout = millis("closeTimeout", options.closeTimeout, defaults.closeTimeout, 1)
   return {
     port: integer("port", options.port ?? defaults.port, 0, 65535),
