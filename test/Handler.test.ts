@@ -505,7 +505,7 @@ describe("9. ping and terminate", () => {
     await withServer({ routes: { "/ws": (ws: Connection) => Effect.andThen(peers.register(ws), TestServer.echo(ws)) } }, async (port) => {
       const c = await RawClient.connect(port, { path: "/ws?name=p" })
       const ws = await peers.get("p")
-      const started = Date.now()
+      const started = performance.now()
       const first = observe(ws.ping(bytes("rtt-1")))
       expect(Buffer.from((await c.expectFrame(Frame.Opcode.Ping)).payload).toString()).toBe("rtt-1")
       // an unsolicited Pong with another payload is not the answer
@@ -515,7 +515,7 @@ describe("9. ping and terminate", () => {
       expect(first.settled()).toBeUndefined()
       await c.pong("rtt-1")
       await until("ping to resolve", () => first.settled() !== undefined)
-      const elapsed = Date.now() - started
+      const elapsed = performance.now() - started
       const exit = first.settled()!
       expect(Exit.isSuccess(exit), String(exit)).toBe(true)
       const rtt = Exit.isSuccess(exit) ? exit.value : Number.NaN

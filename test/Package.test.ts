@@ -415,7 +415,11 @@ describe.concurrent("the packed tarball, installed in projects of its own", () =
     const result = JSON.parse(stdout.trim().split("\n").at(-1)!)
     expect(result.node).toBe(process.version)
     expect(result.reply).toBe("hello, websock")
-    for (const specifier of specifiers) expect(result.exports[specifier], specifier).toBeGreaterThan(0)
+    for (const specifier of specifiers) {
+      // websock/WebSocket holds types only (the handle's interface): it loads, with no values.
+      if (specifier === "websock/WebSocket") expect(result.exports[specifier], specifier).toBe(0)
+      else expect(result.exports[specifier], specifier).toBeGreaterThan(0)
+    }
     for (const specifier of internal) {
       expect(result.internal[specifier], specifier).toBe("ERR_PACKAGE_PATH_NOT_EXPORTED")
     }
