@@ -9,6 +9,7 @@
 import * as Duration from "effect/Duration"
 import { InvalidOption } from "../Errors.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
+import type { Options } from "../Server.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import type { Limits } from "./driver.ts"
 import * as Router from "./router.ts"
@@ -20,26 +21,8 @@ export interface RouteShape {
   readonly headers?: ((request: WebSocket.Request) => ReadonlyArray<readonly [string, string]>) | undefined
 }
 
-/** What `resolve` reads. */
-export interface Input {
-  readonly port?: number | undefined
-  readonly host?: string | undefined
-  readonly routes: Readonly<Record<string, unknown>>
-  readonly maxMessageSize?: number | undefined
-  readonly maxHeadSize?: number | undefined
-  readonly handshakeTimeout?: Duration.Input | undefined
-  readonly closeTimeout?: Duration.Input | undefined
-  readonly pingInterval?: Duration.Input | undefined
-  readonly idleTimeout?: Duration.Input | undefined
-  readonly maxLifetime?: Duration.Input | undefined
-  readonly highWaterMark?: number | undefined
-  readonly maxBufferedAmount?: number | undefined
-  readonly overflow?: WebSocket.OverflowPolicy | undefined
-  readonly inboxHighWaterMark?: number | undefined
-  readonly maxConnections?: number | undefined
-  readonly shutdownTimeout?: Duration.Input | undefined
-  readonly compression?: Partial<PerMessageDeflate.Options> | false | undefined
-}
+/** What `resolve` reads: the server's options. */
+export type Input = Options<any>
 
 /** The resolved settings. */
 export interface Settings<Route extends RouteShape> {
