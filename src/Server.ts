@@ -29,6 +29,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -251,6 +252,26 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
 export const layer = <const Routes extends Readonly<Record<string, RouteInput>>>(
   options: Options<Routes>
 ): Layer.Layer<WebSocketServer, ServerError, Requirements<Routes>> => Layer.effect(WebSocketServer, make(options))
+
+/**
+ * The server as a Layer whose settings come from Effect `Config` (as
+ * `NodeHttpServer.layerConfig` does): each setting may be a plain value or a
+ * `Config` (e.g. `Config.Port("PORT")`, `Config.Duration("IDLE_TIMEOUT")`),
+ * read when the layer is built; the routes are code, so they are given
+ * apart. Missing or malformed configuration fails with `ConfigError`; values
+ * out of range with `InvalidOption`, like `layer`.
+ *
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig = <const Routes extends Readonly<Record<string, RouteInput>>>(
+  routes: Routes,
+  options: Config.Wrap<Omit<Options<Routes>, "routes">>
+): Layer.Layer<WebSocketServer, ServerError | Config.ConfigError, Requirements<Routes>> =>
+  Layer.effect(
+    WebSocketServer,
+    Effect.flatMap(Config.unwrap(options), (settings) => make({ ...(settings as object), routes } as Options<Routes>))
+  )
 
 /**
  * Runs a server until interrupted (then shuts it down gracefully).
