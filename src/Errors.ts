@@ -157,3 +157,22 @@ export class ServerError extends Data.TaggedError("ServerError")<{
     return this.reason.message
   }
 }
+
+/**
+ * A route's upgrade decision refused the connection: the client is answered
+ * with `status` (400-599), the `headers` (e.g. `WWW-Authenticate`,
+ * `Retry-After`) and `body` as text (default: the status text), and the
+ * socket is closed. Made with `Server.reject`.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class UpgradeRejected extends Data.TaggedError("UpgradeRejected")<{
+  readonly status: number
+  readonly headers?: ReadonlyArray<readonly [string, string]> | undefined
+  readonly body?: string | undefined
+}> {
+  override get message(): string {
+    return `upgrade rejected with ${this.status}${this.body === undefined ? "" : `: ${this.body}`}`
+  }
+}

@@ -285,6 +285,77 @@ const parseHead = (lines: ReadonlyArray<string>): Request | string => {
 }
 
 /**
+ * A request another HTTP parser has read (Node's `IncomingMessage` on a
+ * `node:http` server's `upgrade` event): the request line's parts and every
+ * header field line, duplicates kept (`headersDistinct`). Gives the same
+ * `Request` as the head reader, or the reason for a 400: the target and the
+ * header names and values are held to the same rules, repeated headers are
+ * joined with ", " and a repeated Host is refused.
+ *
+ * @since 0.2.0
+ * @category head reader
+ */
+export const fromFields = (fields: {
+  readonly method: string
+  readonly target: string
+  readonly httpVersion: string
+  readonly headers: Readonly<Record<string, ReadonlyArray<string> | undefined>>
+}): Request | string => {
+  if (!isToken(fields.method)) return "invalid method"
+  if (!/^[0-9]\.[0-9]$/.test(fields.httpVersion)) return "invalid HTTP version"
+  const split = splitTarget(fields.target)
+  if (split === undefined) return "invalid request target"
+  const headers = new Map<string, string>()
+  for (const [name, values] of Object.entries(fields.headers)) {
+    if (values === undefined || values.length === 0) continue
+    if (!isToken(name)) return "invalid header name"
+    const trimmed = values.map(trimOws)
+    if (!trimmed.every(isFieldValue)) return "invalid character in header value"
+    const key = name.toLowerCase()
+    if (key === "host" && trimmed.length > 1) return "duplicate Host header"
+    const previous = headers.get(key)
+    const value = trimmed.join(", ")
+    headers.set(key, previous === undefined ? value : `${previous}, ${value}`)
+  }
+  return {
+    method: fields.method,
+    target: fields.target,
+    path: split.path,
+    query: new URLSearchParams(split.query),
+    httpVersion: fields.httpVersion,
+    headers
+  }
+}
+
+/**
+ * The cookies of a `Cookie` header (RFC 6265 §5.4: `name=value` pairs
+ * separated by "; "), values unquoted and percent-decoded where they decode;
+ * the first of repeated names wins. Pairs without "=" are skipped.
+ *
+ * @since 0.2.0
+ * @category head reader
+ */
+export const parseCookies = (header: string | undefined): ReadonlyMap<string, string> => {
+  const cookies = new Map<string, string>()
+  if (header === undefined) return cookies
+  for (const pair of header.split(";")) {
+    const eq = pair.indexOf("=")
+    if (eq < 0) continue
+    const name = pair.slice(0, eq).trim()
+    if (name.length === 0 || cookies.has(name)) continue
+    let value = pair.slice(eq + 1).trim()
+    if (value.length >= 2 && value.startsWith("\"") && value.endsWith("\"")) value = value.slice(1, -1)
+    try {
+      value = decodeURIComponent(value)
+    } catch {
+      // kept as sent
+    }
+    cookies.set(name, value)
+  }
+  return cookies
+}
+
+/**
  * origin-form ("/path?query") or absolute-form ("http://host/path?query",
  * also https, ws, wss) of RFC 9112 §3.2. Visible ASCII only; a fragment ("#")
  * is not part of any request-target.

@@ -28,34 +28,40 @@
  *
  * @since 0.1.0
  */
-import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
-import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
-import { inspect } from "node:util"
-import * as CloseReason from "./CloseReason.ts"
-import { InvalidOption, ListenFailed, ServerError } from "./Errors.ts"
+import { InvalidOption, ListenFailed, ServerError, UpgradeRejected } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
-import { Driver, type Clock } from "./internal/driver.ts"
+import * as Engine from "./internal/engine.ts"
 import * as Settings from "./internal/settings.ts"
-import * as PerMessageDeflate from "./PerMessageDeflate.ts"
+import type * as PerMessageDeflate from "./PerMessageDeflate.ts"
 import type * as WebSocket from "./WebSocket.ts"
 
 /**
  * A route: the handler of its connections and, optionally, how the upgrade
- * is answered.
+ * is decided and answered. `A` is what the upgrade decision accepts with
+ * (e.g. the authenticated user): the handler, `protocol` and `headers`
+ * receive it. Write a route with `route` to have `A` inferred.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Route<R = never> {
+export interface Route<R = never, A = undefined> {
+  /**
+   * Decides the upgrade before the 101, with the request's headers, cookies,
+   * query, params and remote address: succeed with the value the handler
+   * receives, or fail with `UpgradeRejected` (see `reject`) to answer with
+   * its status, headers and body. It runs in a fiber with a scope of its
+   * own, within `handshakeTimeout` (503 beyond it); a defect answers 500 and
+   * is logged once; a client that goes away interrupts it. Messages the
+   * client sends meanwhile wait for the connection.
+   */
+  readonly upgrade?: ((request: WebSocket.Request) => Effect.Effect<A, UpgradeRejected, R>) | undefined
   /**
    * Runs for the lifetime of one connection, in a fiber and a scope of its
    * own. When it returns (or fails with its own connection's
@@ -64,14 +70,16 @@ export interface Route<R = never> {
    * interrupted, with 1001. Once the connection is over and every message
    * was delivered, it is interrupted and its scope closed.
    */
-  readonly handler: (socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, R>
+  readonly handler: (socket: WebSocket.WebSocketConnection, accepted: A) => Effect.Effect<unknown, unknown, R>
   /**
    * Chooses a subprotocol among the ones the client offered (in its order of
    * preference). Returning anything not offered is ignored.
    */
-  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request) => string | undefined) | undefined
+  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request, accepted: A) => string | undefined) | undefined
   /** Extra headers for the 101 response, e.g. `Set-Cookie`. */
-  readonly headers?: ((request: WebSocket.Request) => ReadonlyArray<readonly [string, string]>) | undefined
+  readonly headers?: ((request: WebSocket.Request, accepted: A) => ReadonlyArray<readonly [string, string]>) | undefined
+  /** This route's `Origin` allow-list, in place of the server's `origins`. */
+  readonly origins?: ReadonlyArray<string> | undefined
 }
 
 /**
@@ -80,24 +88,61 @@ export interface Route<R = never> {
  * @since 0.2.0
  * @category models
  */
-export type RouteInput<R = any> = Route<R> | ((socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, R>)
+export type RouteInput<R = any> = Route<R, any> | ((socket: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, R>)
 
 /**
- * The services the routes' handlers need, less `Scope` (each connection has
- * a scope of its own).
+ * A route, with the value of its upgrade decision inferred for the handler:
+ *
+ * ```ts
+ * Server.route({
+ *   upgrade: (request) => request.headers.get("authorization") === "Bearer demo-token"
+ *     ? Effect.succeed({ user: "demo" })
+ *     : Server.reject(401, { headers: [["WWW-Authenticate", "Bearer"]] }),
+ *   handler: (ws, { user }) => ws.send(`hello ${user}`)
+ * })
+ * ```
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const route = <A = undefined, R1 = never, R2 = never>(route: {
+  readonly upgrade?: ((request: WebSocket.Request) => Effect.Effect<A, UpgradeRejected, R1>) | undefined
+  readonly handler: (socket: WebSocket.WebSocketConnection, accepted: A) => Effect.Effect<unknown, unknown, R2>
+  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request, accepted: A) => string | undefined) | undefined
+  readonly headers?: ((request: WebSocket.Request, accepted: A) => ReadonlyArray<readonly [string, string]>) | undefined
+  readonly origins?: ReadonlyArray<string> | undefined
+}): Route<R1 | R2, A> => route
+
+/**
+ * Refuses an upgrade from a route's `upgrade` decision: the client gets
+ * `status` (400-599; anything else answers 500 and is logged), the
+ * `headers` (`WWW-Authenticate` with a 401, `Retry-After` with a 429 or
+ * 503...) and `body` as text (default: the status text).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const reject = (
+  status: number,
+  options?: { readonly headers?: ReadonlyArray<readonly [string, string]> | undefined; readonly body?: string | undefined }
+): Effect.Effect<never, UpgradeRejected> => Effect.fail(new UpgradeRejected({ status, headers: options?.headers, body: options?.body }))
+
+/**
+ * The services the routes need (their upgrade decisions and handlers), less
+ * `Scope` (each connection, and each decision, has a scope of its own).
  *
  * @since 0.2.0
  * @category models
  */
-export type Requirements<Routes> = Exclude<
-  { [K in keyof Routes]: Routes[K] extends { readonly handler: infer H } ? HandlerRequirements<H> : HandlerRequirements<Routes[K]> }[
-    keyof Routes
-  ],
-  Scope.Scope
->
+export type Requirements<Routes> = Exclude<{ [K in keyof Routes]: RouteRequirements<Routes[K]> }[keyof Routes], Scope.Scope>
 
-/** The services one handler needs (none for a handler that only throws). */
-type HandlerRequirements<H> = H extends (socket: any) => infer Out
+type RouteRequirements<T> = T extends { readonly handler: infer H } ? EffectRequirements<H> | EffectRequirements<UpgradeOf<T>>
+  : EffectRequirements<T>
+
+type UpgradeOf<T> = T extends { readonly upgrade?: infer U } ? Exclude<U, undefined> : never
+
+/** The services a function's Effect needs (none for a function that only throws). */
+type EffectRequirements<F> = F extends (...args: any) => infer Out
   ? [Out] extends [never] ? never : Out extends Effect.Effect<any, any, infer R> ? R : never
   : never
 
@@ -147,6 +192,15 @@ export interface Options<Routes extends Readonly<Record<string, RouteInput>> = R
   readonly maxConnections?: number | undefined
   /** On shutdown, time for open connections to finish their closing handshake. Default 10 s. */
   readonly shutdownTimeout?: Duration.Input | undefined
+  /**
+   * The `Origin`s allowed to connect (`"https://example.com"`: scheme, host
+   * and port), for every route without its own; another Origin is answered
+   * 403. Browsers always send Origin and do not apply CORS to WebSockets, so
+   * this is what stops another site's pages from connecting with your
+   * users' cookies; a request without Origin (not a browser) is let through.
+   * Default: any origin.
+   */
+  readonly origins?: ReadonlyArray<string> | undefined
   /** permessage-deflate policy; `false` or absent: never negotiated. */
   readonly compression?: Partial<PerMessageDeflate.Options> | false | undefined
 }
@@ -195,32 +249,9 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
 ): Effect.Effect<RunningServer, ServerError, Scope.Scope | Requirements<Routes>> =>
   Effect.gen(function*() {
     const settings = yield* resolve(options)
-    const runFork = yield* FiberSet.makeRuntime<any>()
-    const context = yield* Effect.context<any>()
-    const runPromiseExit = Effect.runPromiseExitWith(context)
-    const state: ServerState = {
-      shuttingDown: false,
-      handshaking: new Map(),
-      drivers: new Set(),
-      active: 0,
-      idleWaiters: []
-    }
-    const clock: Clock = { now: Date.now() }
-    const runtime: Runtime = { settings, state, runFork, runPromiseExit, clock }
-    // One timer for every connection's keepalive, idle timeout and lifetime.
-    yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const timer = setInterval(() => {
-          const now = (clock.now = Date.now())
-          for (const driver of state.drivers) driver.tick(now)
-        }, sweepPeriod(settings.limits))
-        timer.unref()
-        return timer
-      }),
-      (timer) => Effect.sync(() => clearInterval(timer))
-    )
+    const engine = yield* Engine.make(settings)
     const server = Net.createServer({ pauseOnConnect: true, noDelay: true })
-    server.on("connection", (socket) => accept(socket, runtime))
+    server.on("connection", (socket) => accept(socket, engine))
     yield* Effect.callback<void, ServerError>((resume) => {
       const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: new ListenFailed({ cause }) })))
       server.once("error", onError)
@@ -229,9 +260,8 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
         resume(Effect.void)
       })
     })
-    // Added after the FiberSet, so it runs before the FiberSet interrupts the
-    // connections (finalizers run in reverse order).
-    yield* Effect.addFinalizer(() => shutdown(server, state, settings))
+    // Runs before the engine's shutdown: nothing new is accepted meanwhile.
+    yield* Effect.addFinalizer(() => Effect.sync(() => server.close()))
     const bound = server.address()
     const address = typeof bound === "object" && bound !== null
       ? { host: bound.address, port: bound.port }
@@ -239,7 +269,7 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
     yield* Effect.logDebug(`websock listening on ${address.host}:${address.port}`)
     return {
       address,
-      connections: Effect.sync(() => state.active)
+      connections: Effect.sync(() => engine.state.active)
     }
   })
 
@@ -287,43 +317,14 @@ export const serve = <const Routes extends Readonly<Record<string, RouteInput>>>
 // internals
 // -----------------------------------------------------------------------------
 
-type ResolvedRoute = Route<any>
-
-interface ServerState {
-  shuttingDown: boolean
-  /** Sockets reading their request head, by the function that abandons the read. */
-  readonly handshaking: Map<() => void, Net.Socket>
-  readonly drivers: Set<Driver>
-  /** Accepted sockets not yet ended (handshaking or upgraded). */
-  active: number
-  idleWaiters: Array<() => void>
-}
-
-const resolve = (options: Options<any>): Effect.Effect<Settings.Settings<ResolvedRoute>, ServerError> =>
+const resolve = (options: Options<any>): Effect.Effect<Settings.Settings, ServerError> =>
   Effect.try({
-    try: () => Settings.resolve<ResolvedRoute>(options),
+    try: () => Settings.resolve(options),
     catch: (error) =>
       new ServerError({
         reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
       })
   })
-
-const ignore = (): void => {}
-
-/**
- * Answers with an HTTP error and ends the socket after the answer, reading
- * and discarding what the client still sends so that the answer is not lost
- * to a reset; destroys it if the client does not close in time.
- */
-const reject = (socket: Net.Socket, status: number, reason: string, linger: number, headers?: ReadonlyArray<readonly [string, string]>) => {
-  if (socket.destroyed) return
-  socket.on("data", ignore)
-  socket.resume()
-  socket.end(Handshake.responseError(status, reason, headers))
-  const timer = setTimeout(() => socket.destroy(), linger)
-  timer.unref?.()
-  socket.once("close", () => clearTimeout(timer))
-}
 
 type HeadOutcome =
   | Exclude<Handshake.HeadResult, { readonly _tag: "Incomplete" }>
@@ -363,265 +364,30 @@ const readHead = (socket: Net.Socket, maxHeadSize: number, timeout: number, done
   return () => finish(undefined)
 }
 
-/** What the server needs to run connections. */
-interface Runtime {
-  readonly settings: Settings.Settings<ResolvedRoute>
-  readonly state: ServerState
-  readonly runFork: <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.Fiber<A, E>
-  readonly runPromiseExit: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<Exit.Exit<A, E>>
-  readonly clock: Clock
-}
-
 /**
- * How often the timer sweep runs: a fifth of the shortest timer, between
- * 5 ms and 1 s, so that a timer fires at most 20% (or 1 s) late.
+ * Takes an accepted socket through its request head, then to the engine.
+ * The handshake as a whole (head and the route's upgrade decision) has
+ * `handshakeTimeout`.
  */
-const sweepPeriod = (limits: { readonly pingInterval: number; readonly idleTimeout: number; readonly maxLifetime: number }): number => {
-  const timers = [limits.pingInterval, limits.idleTimeout, limits.maxLifetime].filter((t) => t > 0)
-  return timers.length === 0 ? 1000 : Math.min(1000, Math.max(5, Math.floor(Math.min(...timers) / 5)))
-}
-
-/**
- * Takes an accepted socket through the handshake. No fiber exists until the
- * upgrade succeeds: a connection's fiber is its handler's.
- */
-const accept = (socket: Net.Socket, runtime: Runtime): void => {
-  const { settings, state } = runtime
-  socket.on("error", ignore)
-  if (state.shuttingDown || state.active >= settings.maxConnections) {
-    reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
-    return
-  }
-  state.active++
+const accept = (socket: Net.Socket, engine: Engine.Engine): void => {
+  if (!Engine.admit(engine, socket)) return
+  const { settings, state } = engine
+  const deadline = Date.now() + settings.handshakeTimeout
   const cancel = readHead(socket, settings.maxHeadSize, settings.handshakeTimeout, (head) => {
     state.handshaking.delete(cancel)
-    const linger = settings.closeTimeout
     switch (head._tag) {
       case "Gone":
         socket.destroy()
-        return ended(state)
+        return Engine.ended(state)
       case "Timeout":
-        return rejectAndEnd(socket, 408, "request head not received in time", linger, state)
+        return Engine.rejectAndEnd(engine, socket, 408, "request head not received in time")
       case "TooLarge":
-        return rejectAndEnd(socket, 431, "request head too large", linger, state)
+        return Engine.rejectAndEnd(engine, socket, 431, "request head too large")
       case "Malformed":
-        return rejectAndEnd(socket, 400, head.reason, linger, state)
+        return Engine.rejectAndEnd(engine, socket, 400, head.reason)
       case "Complete":
-        return upgrade(socket, head.request, head.rest, runtime)
+        return Engine.upgrade(engine, socket, head.request, head.rest, deadline)
     }
   })
   state.handshaking.set(cancel, socket)
 }
-
-const rejectAndEnd = (
-  socket: Net.Socket,
-  status: number,
-  reason: string,
-  linger: number,
-  state: ServerState,
-  headers?: ReadonlyArray<readonly [string, string]>
-): void => {
-  socket.once("close", () => ended(state))
-  reject(socket, status, reason, linger, headers)
-}
-
-/** One accepted socket has ended (answered and closed, or upgraded and finished). */
-const ended = (state: ServerState): void => {
-  state.active--
-  if (state.active === 0 && state.idleWaiters.length > 0) {
-    const waiters = state.idleWaiters
-    state.idleWaiters = []
-    for (const w of waiters) w()
-  }
-}
-
-/** Answers the upgrade request, then runs the connection. */
-const upgrade = (socket: Net.Socket, request: Handshake.Request, rest: Uint8Array, runtime: Runtime): void => {
-  const { settings, state } = runtime
-  const linger = settings.closeTimeout
-  if (state.shuttingDown) return rejectAndEnd(socket, 503, "server shutting down", linger, state)
-  const decision = Handshake.validateUpgrade(request)
-  if (decision._tag === "Reject") return rejectAndEnd(socket, decision.status, decision.reason, linger, state, decision.headers)
-  const match = settings.router.match(request.path)
-  if (match === undefined) return rejectAndEnd(socket, 404, "no route for this path", linger, state)
-  const route = match.value
-  const req: WebSocket.Request = {
-    method: request.method,
-    target: request.target,
-    path: request.path,
-    query: request.query,
-    params: match.params,
-    headers: request.headers,
-    remoteAddress: socket.remoteAddress,
-    remotePort: socket.remotePort
-  }
-  let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
-  let extensions: string | undefined = undefined
-  if (settings.compression !== undefined && decision.extensions.length > 0) {
-    const negotiation = PerMessageDeflate.negotiate(decision.extensions, settings.compression)
-    if (negotiation._tag === "Rejected") return rejectAndEnd(socket, 400, negotiation.reason, linger, state)
-    if (negotiation._tag === "Accepted") {
-      negotiated = negotiation.params
-      extensions = negotiation.header
-    }
-  }
-  let chosen: string | undefined = undefined
-  let extra: ReadonlyArray<readonly [string, string]> = []
-  try {
-    chosen = route.protocol?.(decision.protocols, req)
-    extra = route.headers?.(req) ?? []
-  } catch (cause) {
-    // The route's own code failed: this upgrade gets a 500, the server goes on.
-    runtime.runFork(Effect.logError("websock: the route's protocol or headers function threw; answered 500", describe(cause)).pipe(
-      Effect.annotateLogs({ path: request.path })
-    ))
-    return rejectAndEnd(socket, 500, "internal error", linger, state)
-  }
-  const protocol = chosen !== undefined && decision.protocols.includes(chosen) ? chosen : undefined
-  const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
-  if (headers.length !== extra.length) {
-    runtime.runFork(Effect.logWarning("websock: dropped invalid response headers from the route").pipe(
-      Effect.annotateLogs({ path: request.path })
-    ))
-  }
-  socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
-  run(socket, route, req, protocol, extensions, negotiated, rest, runtime)
-}
-
-/**
- * Runs an upgraded connection: a `Driver` for the socket, and the handler in
- * a fiber with a scope of its own. The handler is interrupted once the
- * connection is over and its messages were delivered (its scope closes
- * then); the connection has ended when both the socket has closed and the
- * handler's fiber is done.
- */
-const run = (
-  socket: Net.Socket,
-  route: ResolvedRoute,
-  req: WebSocket.Request,
-  protocol: string | undefined,
-  extensions: string | undefined,
-  negotiated: PerMessageDeflate.Negotiated | undefined,
-  rest: Uint8Array,
-  runtime: Runtime
-): void => {
-  const { settings, state } = runtime
-  // zlib contexts live in a scope of the connection's, closed when it ends.
-  const codecScope = negotiated !== undefined ? Scope.makeUnsafe() : undefined
-  const codec = negotiated !== undefined && codecScope !== undefined && settings.compression !== undefined
-    ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, settings.compression), codecScope))
-    : undefined
-  let pending = 2 // the socket's close and the handler's end
-  const done = () => {
-    if (--pending > 0) return
-    if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
-    ended(state)
-  }
-  let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
-  /** Set when the server interrupts the handler because its connection is over. */
-  let over = false
-  const driver = new Driver({
-    socket,
-    limits: settings.limits,
-    request: req,
-    protocol,
-    extensions,
-    codec,
-    deflateThreshold: settings.compression?.threshold ?? 0,
-    run: runtime.runPromiseExit,
-    clock: runtime.clock,
-    onEnd: (d, outcome) => {
-      state.drivers.delete(d)
-      const detail = outcome.detail
-      if (detail !== undefined && CloseReason.isViolation(detail)) {
-        runtime.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
-          Effect.annotateLogs(annotations(d))
-        ))
-      }
-      done()
-    },
-    onOver: () => {
-      over = true
-      fiber?.interruptUnsafe()
-    }
-  })
-  state.drivers.add(driver)
-  // Suspended, so that a handler that throws before returning its Effect is
-  // a defect of its own connection (1011), like one that dies inside it.
-  fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
-  fiber.addObserver((exit) => {
-    if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
-      // Returned, or ended by its own connection's close: close normally
-      // (nothing happens if the connection is already closing).
-      driver.closeWith(CloseReason.normal())
-    } else if (!Cause.hasInterruptsOnly(exit.cause)) {
-      driver.closeWith(CloseReason.internalError("internal error"))
-      const code = driver.sentCode()
-      runtime.runFork(
-        Effect.logError(`websock: handler failed; connection closed with ${code ?? "its earlier close"}`, describe(exit.cause)).pipe(
-          Effect.annotateLogs(annotations(driver))
-        )
-      )
-    } else if (state.shuttingDown) {
-      // Interrupted by a shutdown past its timeout: the connection goes too.
-      driver.abort()
-    } else if (!over) {
-      driver.closeWith(CloseReason.goingAway("handler interrupted"))
-    }
-    done()
-  })
-  driver.start(rest)
-}
-
-const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
-  const error = Cause.findErrorOption(cause)
-  return error._tag === "Some" && driver.isOwnClose(error.value)
-}
-
-/**
- * A failure as a log line shows it: each error with its fields (a tagged
- * error's data, not only its stack), never payload bytes (our errors carry
- * none).
- */
-const describe = (cause: unknown): string => {
-  if (Cause.isCause(cause)) {
-    return cause.reasons.map((reason) =>
-      reason._tag === "Fail"
-        ? inspect(reason.error, { depth: 3, breakLength: Infinity })
-        : reason._tag === "Die"
-        ? inspect(reason.defect, { depth: 3, breakLength: Infinity })
-        : "interrupted"
-    ).join("\n")
-  }
-  return inspect(cause, { depth: 3, breakLength: Infinity })
-}
-
-const annotations = (driver: Driver) => ({
-  connection: driver.id,
-  remote: `${driver.request.remoteAddress}:${driver.request.remotePort}`,
-  path: driver.request.path
-})
-
-const shutdown = (server: Net.Server, state: ServerState, settings: Settings.Settings<ResolvedRoute>): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    state.shuttingDown = true
-    server.close()
-    for (const [cancel, socket] of state.handshaking) {
-      state.handshaking.delete(cancel)
-      cancel()
-      rejectAndEnd(socket, 503, "server shutting down", settings.closeTimeout, state)
-    }
-    for (const driver of state.drivers) driver.closeWith(CloseReason.goingAway("server shutting down"))
-    const allEnded = Effect.callback<void>((resume) => {
-      if (state.active === 0) return resume(Effect.void)
-      const waiter = () => resume(Effect.void)
-      state.idleWaiters.push(waiter)
-      return Effect.sync(() => {
-        const i = state.idleWaiters.indexOf(waiter)
-        if (i >= 0) state.idleWaiters.splice(i, 1)
-      })
-    })
-    yield* allEnded.pipe(Effect.timeoutOrElse({ duration: settings.shutdownTimeout, orElse: () => Effect.void }))
-    // What remains is interrupted by the FiberSet's own finalizer, which
-    // aborts each connection (and destroys its socket).
-  })

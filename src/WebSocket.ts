@@ -46,6 +46,8 @@ export interface Request {
   readonly params: Readonly<Record<string, string>>
   /** Lower-cased header names; repeated headers joined with ", ". */
   readonly headers: ReadonlyMap<string, string>
+  /** The `Cookie` header's cookies by name (`Handshake.parseCookies`). */
+  readonly cookies: ReadonlyMap<string, string>
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
 }

@@ -7,28 +7,32 @@
  * @internal
  */
 import * as Duration from "effect/Duration"
-import { InvalidOption } from "../Errors.ts"
+import type * as Effect from "effect/Effect"
+import { InvalidOption, type UpgradeRejected } from "../Errors.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type { Options } from "../Server.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import type { Limits } from "./driver.ts"
 import * as Router from "./router.ts"
 
-/** The option values a route may take, as far as the settings are concerned. */
-export interface RouteShape {
-  readonly handler: (socket: WebSocket.WebSocketConnection) => unknown
-  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request) => string | undefined) | undefined
-  readonly headers?: ((request: WebSocket.Request) => ReadonlyArray<readonly [string, string]>) | undefined
+/** A route as the engine runs it: every field read and checked once. */
+export interface ResolvedRoute {
+  readonly handler: (socket: WebSocket.WebSocketConnection, accepted: any) => Effect.Effect<unknown, unknown, any>
+  readonly upgrade: ((request: WebSocket.Request) => Effect.Effect<unknown, UpgradeRejected, any>) | undefined
+  readonly protocol: ((offered: ReadonlyArray<string>, request: WebSocket.Request, accepted: any) => string | undefined) | undefined
+  readonly headers: ((request: WebSocket.Request, accepted: any) => ReadonlyArray<readonly [string, string]>) | undefined
+  /** The allowed `Origin`s, lower-cased (the route's, else the server's); `undefined`: any. */
+  readonly origins: ReadonlySet<string> | undefined
 }
 
 /** What `resolve` reads: the server's options. */
 export type Input = Options<any>
 
 /** The resolved settings. */
-export interface Settings<Route extends RouteShape> {
+export interface Settings {
   readonly port: number
   readonly host: string | undefined
-  readonly router: Router.Router<Route>
+  readonly router: Router.Router<ResolvedRoute>
   readonly maxHeadSize: number
   readonly handshakeTimeout: number
   readonly closeTimeout: number
@@ -87,17 +91,14 @@ const decode = (value: Duration.Input): number => {
  * Checks and resolves the options; throws `InvalidOption` (caught by the
  * server's constructors and turned into a typed failure).
  */
-export const resolve = <Route extends RouteShape>(options: Input): Settings<Route> => {
+export const resolve = (options: Input): Settings => {
   if (typeof options !== "object" || options === null) throw invalid("options", "must be an object")
   const routes = options.routes
   if (typeof routes !== "object" || routes === null) throw invalid("routes", "must be an object of route keys to handlers")
-  const entries: Array<readonly [string, Route]> = []
+  const serverOrigins = origins("origins", options.origins)
+  const entries: Array<readonly [string, ResolvedRoute]> = []
   for (const [key, value] of Object.entries(routes)) {
-    const route = typeof value === "function" ? { handler: value } : value
-    if (typeof route !== "object" || route === null || typeof (route as RouteShape).handler !== "function") {
-      throw invalid("routes", `route ${JSON.stringify(key)} must be a handler or an object with a handler`)
-    }
-    entries.push([key, route as Route])
+    entries.push([key, route(key, value, serverOrigins)])
   }
   const router = Router.make(entries)
   if ("problem" in router) throw invalid("routes", router.problem)
@@ -130,6 +131,53 @@ export const resolve = <Route extends RouteShape>(options: Input): Settings<Rout
       overflow,
       inboxHighWaterMark: integer("inboxHighWaterMark", options.inboxHighWaterMark ?? defaults.inboxHighWaterMark, 1)
     }
+  }
+}
+
+/** A route as given (a handler, or a `Route`), checked field by field. */
+const route = (key: string, value: unknown, serverOrigins: ReadonlySet<string> | undefined): ResolvedRoute => {
+  const given = typeof value === "function" ? { handler: value } : value
+  const name = `routes[${JSON.stringify(key)}]`
+  if (typeof given !== "object" || given === null || typeof (given as { handler?: unknown }).handler !== "function") {
+    throw invalid("routes", `route ${JSON.stringify(key)} must be a handler or an object with a handler`)
+  }
+  const fields = given as Record<string, unknown>
+  for (const field of ["upgrade", "protocol", "headers"] as const) {
+    if (fields[field] !== undefined && typeof fields[field] !== "function") throw invalid(`${name}.${field}`, "must be a function")
+  }
+  return {
+    handler: fields.handler as ResolvedRoute["handler"],
+    upgrade: fields.upgrade as ResolvedRoute["upgrade"],
+    protocol: fields.protocol as ResolvedRoute["protocol"],
+    headers: fields.headers as ResolvedRoute["headers"],
+    origins: fields.origins === undefined ? serverOrigins : origins(`${name}.origins`, fields.origins)
+  }
+}
+
+/**
+ * An Origin allow-list: serialized origins (`https://example.com`,
+ * `http://localhost:3000`: scheme, host and port, no path), or "null".
+ */
+const origins = (option: string, value: unknown): ReadonlySet<string> | undefined => {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value)) throw invalid(option, "must be an array of origins such as \"https://example.com\"")
+  const allowed = new Set<string>()
+  for (const origin of value) {
+    if (typeof origin !== "string") throw invalid(option, `must hold strings, got ${String(origin)}`)
+    const lower = origin.toLowerCase()
+    if (lower !== "null" && serialized(lower) !== lower) {
+      throw invalid(option, `${JSON.stringify(origin)} is not an origin (scheme://host[:port], no path or trailing "/")`)
+    }
+    allowed.add(lower)
+  }
+  return allowed
+}
+
+const serialized = (origin: string): string | undefined => {
+  try {
+    return new URL(origin).origin
+  } catch {
+    return undefined
   }
 }
 

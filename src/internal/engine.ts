@@ -1,0 +1,442 @@
+/**
+ * What a server does once it has a request head, whoever read it: answers
+ * the upgrade (the handshake's rules, the route, the Origin allow-list,
+ * permessage-deflate, the route's own upgrade decision), runs the connection
+ * (a `Driver` for the socket, the handler in a fiber with a scope of its
+ * own), keeps the count and the timer sweep, and shuts the connections down.
+ * `Server.make` feeds it from a `node:net` server of its own (its own head
+ * reader); `Upgrade` from the `upgrade` event of the user's `node:http` or
+ * `node:https` server (Node's parser). The socket is any `Duplex`.
+ *
+ * No fiber exists for a connection until it is upgraded, except the route's
+ * upgrade decision when it has one: a connection's fiber is its handler's.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Scope from "effect/Scope"
+import type { Duplex } from "node:stream"
+import { inspect } from "node:util"
+import * as CloseReason from "../CloseReason.ts"
+import { UpgradeRejected } from "../Errors.ts"
+import * as Handshake from "../Handshake.ts"
+import * as PerMessageDeflate from "../PerMessageDeflate.ts"
+import type * as WebSocket from "../WebSocket.ts"
+import { type Clock, Driver } from "./driver.ts"
+import type * as Settings from "./settings.ts"
+
+type ResolvedRoute = Settings.ResolvedRoute
+
+/** The engine of one server. */
+export interface Engine {
+  readonly settings: Settings.Settings
+  readonly state: State
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.Fiber<A, E>
+  readonly runPromiseExit: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<Exit.Exit<A, E>>
+  readonly clock: Clock
+}
+
+/** The sockets of one server. */
+export interface State {
+  shuttingDown: boolean
+  /**
+   * Sockets before their 101 that a shutdown must answer (reading their
+   * request head, or waiting for the route's upgrade decision), by the
+   * function that abandons the wait.
+   */
+  readonly handshaking: Map<() => void, Duplex>
+  readonly drivers: Set<Driver>
+  /** Sockets counted in and not yet ended (handshaking or upgraded). */
+  active: number
+  idleWaiters: Array<() => void>
+}
+
+/**
+ * Makes the engine in the current scope: the connections' fibers belong to
+ * it, and closing the scope shuts them down (1001 to each, their closing
+ * handshakes awaited up to `shutdownTimeout`, then what remains is ended).
+ */
+export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const runFork = yield* FiberSet.makeRuntime<any>()
+    const context = yield* Effect.context<any>()
+    const state: State = { shuttingDown: false, handshaking: new Map(), drivers: new Set(), active: 0, idleWaiters: [] }
+    const clock: Clock = { now: Date.now() }
+    // One timer for every connection's keepalive, idle timeout and lifetime.
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const timer = setInterval(() => {
+          const now = (clock.now = Date.now())
+          for (const driver of state.drivers) driver.tick(now)
+        }, sweepPeriod(settings.limits))
+        timer.unref()
+        return timer
+      }),
+      (timer) => Effect.sync(() => clearInterval(timer))
+    )
+    const engine: Engine = { settings, state, runFork, runPromiseExit: Effect.runPromiseExitWith(context), clock }
+    // Added after the FiberSet, so it runs before the FiberSet interrupts the
+    // connections (finalizers run in reverse order).
+    yield* Effect.addFinalizer(() => shutdown(engine))
+    return engine
+  })
+
+/**
+ * Counts a new socket in; answers 503 instead when shutting down or at
+ * `maxConnections`. The socket must then reach `ended` exactly once (every
+ * path below does).
+ */
+export const admit = (engine: Engine, socket: Duplex): boolean => {
+  const { settings, state } = engine
+  socket.on("error", ignore)
+  if (state.shuttingDown || state.active >= settings.maxConnections) {
+    reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
+    return false
+  }
+  state.active++
+  return true
+}
+
+/** Where a socket comes from, for `WebSocket.Request`. */
+interface Remote {
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
+}
+
+/**
+ * Answers an upgrade request read from `socket` (counted in by `admit`),
+ * then runs the connection. `rest` holds the bytes that came after the head;
+ * `deadline` (a `Date.now()` time) bounds the route's upgrade decision.
+ */
+export const upgrade = (engine: Engine, socket: Duplex, request: Handshake.Request, rest: Uint8Array, deadline: number): void => {
+  const { settings, state } = engine
+  if (state.shuttingDown) return rejectAndEnd(engine, socket, 503, "server shutting down")
+  const decision = Handshake.validateUpgrade(request)
+  if (decision._tag === "Reject") return rejectAndEnd(engine, socket, decision.status, decision.reason, decision.headers)
+  const match = settings.router.match(request.path)
+  if (match === undefined) return rejectAndEnd(engine, socket, 404, "no route for this path")
+  const route = match.value
+  const origins = route.origins
+  const origin = request.headers.get("origin")
+  // Browsers always send Origin and do not apply CORS to WebSockets: the
+  // allow-list is what stops another site's page from connecting. A client
+  // without Origin is not a browser (and could send any Origin).
+  if (origins !== undefined && origin !== undefined && !origins.has(origin.toLowerCase())) {
+    return rejectAndEnd(engine, socket, 403, "origin not allowed")
+  }
+  const remote = socket as Remote
+  const req: WebSocket.Request = {
+    method: request.method,
+    target: request.target,
+    path: request.path,
+    query: request.query,
+    params: match.params,
+    headers: request.headers,
+    cookies: Handshake.parseCookies(request.headers.get("cookie")),
+    remoteAddress: remote.remoteAddress,
+    remotePort: remote.remotePort
+  }
+  let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
+  let extensions: string | undefined = undefined
+  if (settings.compression !== undefined && decision.extensions.length > 0) {
+    const negotiation = PerMessageDeflate.negotiate(decision.extensions, settings.compression)
+    if (negotiation._tag === "Rejected") return rejectAndEnd(engine, socket, 400, negotiation.reason)
+    if (negotiation._tag === "Accepted") {
+      negotiated = negotiation.params
+      extensions = negotiation.header
+    }
+  }
+  const accept = (accepted: unknown) => {
+    let chosen: string | undefined = undefined
+    let extra: ReadonlyArray<readonly [string, string]> = []
+    try {
+      chosen = route.protocol?.(decision.protocols, req, accepted)
+      extra = route.headers?.(req, accepted) ?? []
+    } catch (cause) {
+      // The route's own code failed: this upgrade gets a 500, the server goes on.
+      logUpgradeFailure(engine, "the route's protocol or headers function threw; answered 500", cause, req)
+      return rejectAndEnd(engine, socket, 500, "internal error")
+    }
+    const protocol = chosen !== undefined && decision.protocols.includes(chosen) ? chosen : undefined
+    const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
+    if (headers.length !== extra.length) {
+      engine.runFork(Effect.logWarning("websock: dropped invalid response headers from the route").pipe(
+        Effect.annotateLogs({ path: req.path })
+      ))
+    }
+    socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
+    run(engine, socket, { route, req, accepted, protocol, extensions, negotiated }, rest)
+  }
+  if (route.upgrade === undefined) return accept(undefined)
+  decide(engine, socket, route, req, deadline, accept)
+}
+
+/**
+ * Runs the route's upgrade decision in a fiber of the server's, under the
+ * handshake's deadline; the socket stays paused (what the client sends
+ * meanwhile waits in it). A rejection is answered as the route said; a
+ * defect with 500 (logged once); the deadline with 503; a socket that closes
+ * interrupts the decision.
+ */
+const decide = (
+  engine: Engine,
+  socket: Duplex,
+  route: ResolvedRoute,
+  req: WebSocket.Request,
+  deadline: number,
+  accept: (accepted: unknown) => void
+): void => {
+  const { state } = engine
+  let settled = false
+  const settle = (): boolean => {
+    if (settled) return false
+    settled = true
+    clearTimeout(timer)
+    state.handshaking.delete(cancel)
+    socket.off("close", onClose)
+    return true
+  }
+  // Abandons the decision; the caller (a shutdown) answers the socket.
+  const cancel = () => {
+    if (settle()) fiber.interruptUnsafe()
+  }
+  const onClose = () => {
+    if (!settle()) return
+    fiber.interruptUnsafe()
+    ended(state)
+  }
+  const timer = setTimeout(() => {
+    if (!settle()) return
+    fiber.interruptUnsafe()
+    engine.runFork(Effect.logWarning("websock: the route's upgrade decision did not finish within handshakeTimeout; answered 503").pipe(
+      Effect.annotateLogs({ path: req.path })
+    ))
+    rejectAndEnd(engine, socket, 503, "upgrade decision timed out")
+  }, Math.max(0, deadline - Date.now()))
+  state.handshaking.set(cancel, socket)
+  socket.once("close", onClose)
+  const fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.upgrade!(req))))
+  fiber.addObserver((exit) => {
+    if (!settle()) return
+    if (Exit.isSuccess(exit)) return accept(exit.value)
+    const error = Cause.findErrorOption(exit.cause)
+    if (error._tag === "Some" && error.value instanceof UpgradeRejected) {
+      const { status, headers, body } = error.value
+      if (Number.isInteger(status) && status >= 400 && status <= 599) {
+        return rejectAndEnd(engine, socket, status, body ?? Handshake.statusText(status), headers)
+      }
+      logUpgradeFailure(engine, `the route's upgrade decision rejected with status ${status} (400-599 only); answered 500`, undefined, req)
+    } else {
+      logUpgradeFailure(engine, "the route's upgrade decision failed; answered 500", exit.cause, req)
+    }
+    rejectAndEnd(engine, socket, 500, "internal error")
+  })
+}
+
+const logUpgradeFailure = (engine: Engine, message: string, cause: unknown, req: WebSocket.Request): void => {
+  engine.runFork(
+    (cause === undefined ? Effect.logError(`websock: ${message}`) : Effect.logError(`websock: ${message}`, describe(cause))).pipe(
+      Effect.annotateLogs({ path: req.path, remote: `${req.remoteAddress}:${req.remotePort}` })
+    )
+  )
+}
+
+/** An upgraded connection, as the handshake left it. */
+interface Upgraded {
+  readonly route: ResolvedRoute
+  readonly req: WebSocket.Request
+  /** The value of the route's upgrade decision (`undefined` without one). */
+  readonly accepted: unknown
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
+  readonly negotiated: PerMessageDeflate.Negotiated | undefined
+}
+
+/**
+ * Runs an upgraded connection: a `Driver` for the socket, and the handler in
+ * a fiber with a scope of its own. The handler is interrupted once the
+ * connection is over and its messages were delivered (its scope closes
+ * then); the connection has ended when both the socket has closed and the
+ * handler's fiber is done.
+ */
+const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Array): void => {
+  const { settings, state } = engine
+  const { route, negotiated } = upgraded
+  // zlib contexts live in a scope of the connection's, closed when it ends.
+  const codecScope = negotiated !== undefined ? Scope.makeUnsafe() : undefined
+  const codec = negotiated !== undefined && codecScope !== undefined && settings.compression !== undefined
+    ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, settings.compression), codecScope))
+    : undefined
+  let pending = 2 // the socket's close and the handler's end
+  const done = () => {
+    if (--pending > 0) return
+    if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
+    ended(state)
+  }
+  let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** Set when the server interrupts the handler because its connection is over. */
+  let over = false
+  const driver = new Driver({
+    socket,
+    limits: settings.limits,
+    request: upgraded.req,
+    protocol: upgraded.protocol,
+    extensions: upgraded.extensions,
+    codec,
+    deflateThreshold: settings.compression?.threshold ?? 0,
+    run: engine.runPromiseExit,
+    clock: engine.clock,
+    onEnd: (d, outcome) => {
+      state.drivers.delete(d)
+      const detail = outcome.detail
+      if (detail !== undefined && CloseReason.isViolation(detail)) {
+        engine.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
+          Effect.annotateLogs(annotations(d))
+        ))
+      }
+      done()
+    },
+    onOver: () => {
+      over = true
+      fiber?.interruptUnsafe()
+    }
+  })
+  state.drivers.add(driver)
+  // Suspended, so that a handler that throws before returning its Effect is
+  // a defect of its own connection (1011), like one that dies inside it.
+  fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))))
+  fiber.addObserver((exit) => {
+    if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
+      // Returned, or ended by its own connection's close: close normally
+      // (nothing happens if the connection is already closing).
+      driver.closeWith(CloseReason.normal())
+    } else if (!Cause.hasInterruptsOnly(exit.cause)) {
+      driver.closeWith(CloseReason.internalError("internal error"))
+      const code = driver.sentCode()
+      engine.runFork(
+        Effect.logError(`websock: handler failed; connection closed with ${code ?? "its earlier close"}`, describe(exit.cause)).pipe(
+          Effect.annotateLogs(annotations(driver))
+        )
+      )
+    } else if (state.shuttingDown) {
+      // Interrupted by a shutdown past its timeout: the connection goes too.
+      driver.abort()
+    } else if (!over) {
+      driver.closeWith(CloseReason.goingAway("handler interrupted"))
+    }
+    done()
+  })
+  driver.start(rest)
+}
+
+const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
+  const error = Cause.findErrorOption(cause)
+  return error._tag === "Some" && driver.isOwnClose(error.value)
+}
+
+/**
+ * A failure as a log line shows it: each error with its fields (a tagged
+ * error's data, not only its stack), never payload bytes (our errors carry
+ * none).
+ */
+const describe = (cause: unknown): string => {
+  if (Cause.isCause(cause)) {
+    return cause.reasons.map((reason) =>
+      reason._tag === "Fail"
+        ? inspect(reason.error, { depth: 3, breakLength: Infinity })
+        : reason._tag === "Die"
+        ? inspect(reason.defect, { depth: 3, breakLength: Infinity })
+        : "interrupted"
+    ).join("\n")
+  }
+  return inspect(cause, { depth: 3, breakLength: Infinity })
+}
+
+const annotations = (driver: Driver) => ({
+  connection: driver.id,
+  remote: `${driver.request.remoteAddress}:${driver.request.remotePort}`,
+  path: driver.request.path
+})
+
+const ignore = (): void => {}
+
+/**
+ * Answers with an HTTP error and ends the socket after the answer, reading
+ * and discarding what the client still sends so that the answer is not lost
+ * to a reset; destroys it if the client does not close in time.
+ */
+export const reject = (
+  socket: Duplex,
+  status: number,
+  reason: string,
+  linger: number,
+  headers?: ReadonlyArray<readonly [string, string]>
+): void => {
+  if (socket.destroyed) return
+  socket.on("data", ignore)
+  socket.resume()
+  socket.end(Handshake.responseError(status, reason, headers))
+  const timer = setTimeout(() => socket.destroy(), linger)
+  timer.unref?.()
+  socket.once("close", () => clearTimeout(timer))
+}
+
+/** `reject` for a socket counted in by `admit`: it ends when the socket closes. */
+export const rejectAndEnd = (
+  engine: Engine,
+  socket: Duplex,
+  status: number,
+  reason: string,
+  headers?: ReadonlyArray<readonly [string, string]>
+): void => {
+  if (socket.destroyed) return ended(engine.state)
+  socket.once("close", () => ended(engine.state))
+  reject(socket, status, reason, engine.settings.closeTimeout, headers)
+}
+
+/** One counted socket has ended (answered and closed, or upgraded and finished). */
+export const ended = (state: State): void => {
+  state.active--
+  if (state.active === 0 && state.idleWaiters.length > 0) {
+    const waiters = state.idleWaiters
+    state.idleWaiters = []
+    for (const w of waiters) w()
+  }
+}
+
+/**
+ * How often the timer sweep runs: a fifth of the shortest timer, between
+ * 5 ms and 1 s, so that a timer fires at most 20% (or 1 s) late.
+ */
+const sweepPeriod = (limits: { readonly pingInterval: number; readonly idleTimeout: number; readonly maxLifetime: number }): number => {
+  const timers = [limits.pingInterval, limits.idleTimeout, limits.maxLifetime].filter((t) => t > 0)
+  return timers.length === 0 ? 1000 : Math.min(1000, Math.max(5, Math.floor(Math.min(...timers) / 5)))
+}
+
+const shutdown = (engine: Engine): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const { settings, state } = engine
+    state.shuttingDown = true
+    for (const [cancel, socket] of state.handshaking) {
+      state.handshaking.delete(cancel)
+      cancel()
+      rejectAndEnd(engine, socket, 503, "server shutting down")
+    }
+    for (const driver of state.drivers) driver.closeWith(CloseReason.goingAway("server shutting down"))
+    const allEnded = Effect.callback<void>((resume) => {
+      if (state.active === 0) return resume(Effect.void)
+      const waiter = () => resume(Effect.void)
+      state.idleWaiters.push(waiter)
+      return Effect.sync(() => {
+        const i = state.idleWaiters.indexOf(waiter)
+        if (i >= 0) state.idleWaiters.splice(i, 1)
+      })
+    })
+    yield* allEnded.pipe(Effect.timeoutOrElse({ duration: settings.shutdownTimeout, orElse: () => Effect.void }))
+    // What remains is interrupted by the FiberSet's own finalizer, which
+    // aborts each connection (and destroys its socket).
+  })
