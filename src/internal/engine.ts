@@ -19,6 +19,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Scope from "effect/Scope"
+import { Buffer } from "node:buffer"
 import type { Duplex } from "node:stream"
 import { inspect } from "node:util"
 import * as CloseReason from "../CloseReason.ts"
@@ -150,7 +151,7 @@ export const upgrade = (engine: Engine, socket: Duplex, request: Handshake.Reque
       extensions = negotiation.header
     }
   }
-  const accept = (accepted: unknown) => {
+  const accept = (accepted: unknown, rest: Uint8Array) => {
     let chosen: string | undefined = undefined
     let extra: ReadonlyArray<readonly [string, string]> = []
     try {
@@ -171,42 +172,58 @@ export const upgrade = (engine: Engine, socket: Duplex, request: Handshake.Reque
     socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
     run(engine, socket, { route, req, accepted, protocol, extensions, negotiated }, rest)
   }
-  if (route.upgrade === undefined) return accept(undefined)
-  decide(engine, socket, route, req, deadline, accept)
+  if (route.upgrade === undefined) return accept(undefined, rest)
+  decide(engine, socket, route, req, rest, deadline, accept)
 }
+
+/** Bytes held for the connection while its upgrade is decided, beyond which the socket is no longer read. */
+const HOLD_LIMIT = 64 * 1024
 
 /**
  * Runs the route's upgrade decision in a fiber of the server's, under the
- * handshake's deadline; the socket stays paused (what the client sends
- * meanwhile waits in it). A rejection is answered as the route said; a
- * defect with 500 (logged once); the deadline with 503; a socket that closes
- * interrupts the decision.
+ * handshake's deadline. The socket is read meanwhile, so that a client that
+ * goes away is seen at once (it interrupts the decision); what it sends is
+ * held for the connection (up to 64 KiB, then the socket is paused). A
+ * rejection is answered as the route said; a defect with 500 (logged once);
+ * the deadline with 503.
  */
 const decide = (
   engine: Engine,
   socket: Duplex,
   route: ResolvedRoute,
   req: WebSocket.Request,
+  rest: Uint8Array,
   deadline: number,
-  accept: (accepted: unknown) => void
+  accept: (accepted: unknown, rest: Uint8Array) => void
 ): void => {
   const { state } = engine
+  const held: Array<Uint8Array> = [rest]
+  let heldBytes = rest.length
   let settled = false
   const settle = (): boolean => {
     if (settled) return false
     settled = true
     clearTimeout(timer)
     state.handshaking.delete(cancel)
-    socket.off("close", onClose)
+    socket.pause()
+    socket.off("data", onData)
+    socket.off("end", onGone)
+    socket.off("close", onGone)
     return true
   }
   // Abandons the decision; the caller (a shutdown) answers the socket.
   const cancel = () => {
     if (settle()) fiber.interruptUnsafe()
   }
-  const onClose = () => {
+  const onData = (chunk: Uint8Array) => {
+    held.push(chunk)
+    heldBytes += chunk.length
+    if (heldBytes >= HOLD_LIMIT) socket.pause()
+  }
+  const onGone = () => {
     if (!settle()) return
     fiber.interruptUnsafe()
+    socket.destroy()
     ended(state)
   }
   const timer = setTimeout(() => {
@@ -218,11 +235,14 @@ const decide = (
     rejectAndEnd(engine, socket, 503, "upgrade decision timed out")
   }, Math.max(0, deadline - Date.now()))
   state.handshaking.set(cancel, socket)
-  socket.once("close", onClose)
+  socket.on("data", onData)
+  socket.once("end", onGone)
+  socket.once("close", onGone)
+  socket.resume()
   const fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.upgrade!(req))))
   fiber.addObserver((exit) => {
     if (!settle()) return
-    if (Exit.isSuccess(exit)) return accept(exit.value)
+    if (Exit.isSuccess(exit)) return accept(exit.value, held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes))
     const error = Cause.findErrorOption(exit.cause)
     if (error._tag === "Some" && error.value instanceof UpgradeRejected) {
       const { status, headers, body } = error.value

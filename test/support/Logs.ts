@@ -46,13 +46,14 @@ export interface LoggedServer extends TestServer.StartedServer {
 }
 
 /**
- * Starts a server (default route: `/ws` echo) in a scope of its own, capturing its logs.
+ * A logger that records every entry (from level `All`) in `entries`;
+ * `provide` installs it, in place of the default loggers, on an effect.
  *
- * @since 0.1.0
+ * @since 0.2.0
  */
-export const start = async (options: Partial<Server.Options> = {}): Promise<LoggedServer> => {
+export const capture = () => {
   const entries: Array<Entry> = []
-  const capture = Logger.make((log) => {
+  const logger = Logger.make((log) => {
     const cause = Cause.pretty(log.cause)
     entries.push({
       level: log.logLevel,
@@ -62,13 +63,24 @@ export const start = async (options: Partial<Server.Options> = {}): Promise<Logg
       text: [Logger.formatLogFmt.log(log), Logger.formatJson.log(log), cause].join("\n")
     })
   })
+  const provide = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    effect.pipe(
+      Effect.provideService(References.MinimumLogLevel, "All"),
+      Effect.provideService(References.CurrentLoggers, new Set([logger]))
+    )
+  return { entries: entries as ReadonlyArray<Entry>, provide }
+}
+
+/**
+ * Starts a server (default route: `/ws` echo) in a scope of its own, capturing its logs.
+ *
+ * @since 0.1.0
+ */
+export const start = async (options: Partial<Server.Options> = {}): Promise<LoggedServer> => {
+  const { entries, provide } = capture()
   const scope = Scope.makeUnsafe()
   const server = await Effect.runPromise(
-    Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, ...options }).pipe(
-      Scope.provide(scope),
-      Effect.provideService(References.MinimumLogLevel, "All"),
-      Effect.provideService(References.CurrentLoggers, new Set([capture]))
-    )
+    Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, ...options }).pipe(Scope.provide(scope), provide)
   )
   let closing: Promise<void> | undefined = undefined
   return {

@@ -1,0 +1,174 @@
+/**
+ * WebSockets on the port of a `node:http` or `node:https` server of your
+ * own: websock answers its `upgrade` events, your server goes on serving
+ * HTTP.
+ *
+ * ```ts
+ * import { Effect, Stream } from "effect"
+ * import * as Http from "node:http"
+ * import * as Upgrade from "websock/Upgrade"
+ *
+ * const server = Http.createServer((req, res) => res.end("ok"))
+ * server.listen(8080)
+ * const program = Upgrade.attach(server, {
+ *   routes: { "/ws": (ws) => ws.messages.pipe(Stream.runForEachArray((batch) => ws.sendAll(batch))) }
+ * })
+ * Effect.runFork(Effect.scoped(Effect.andThen(program, Effect.never)))
+ * ```
+ *
+ * The request has been parsed by Node (its `maxHeaderSize` and
+ * `headersTimeout` apply); websock then holds it to the rules of
+ * `Handshake` (400, 405, 426, ...), finds the route (404 otherwise, or, with
+ * `unmatched: "ignore"`, nothing: the request is left to your other
+ * `upgrade` listeners), runs the route's upgrade decision under
+ * `handshakeTimeout`, and runs the connection over the socket Node gives,
+ * TLS included. The bytes that came with the request (`head`) are the
+ * connection's first.
+ *
+ * @since 0.2.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { IncomingMessage } from "node:http"
+import type { Duplex } from "node:stream"
+import { InvalidOption, ServerError } from "./Errors.ts"
+import * as Handshake from "./Handshake.ts"
+import * as Engine from "./internal/engine.ts"
+import * as Settings from "./internal/settings.ts"
+import type * as Server from "./Server.ts"
+
+/**
+ * The settings: those of `Server.Options` but the listener's own (`port`,
+ * `host`, `maxHeadSize`: the HTTP server has its own). `handshakeTimeout`
+ * bounds the routes' upgrade decisions.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Options<Routes extends Readonly<Record<string, Server.RouteInput>>> = Omit<
+  Server.Options<Routes>,
+  "port" | "host" | "maxHeadSize"
+>
+
+/**
+ * websock's side of an HTTP server's `upgrade` event.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Upgrader {
+  /**
+   * Handles one `upgrade` event (call it from your own listener): the
+   * request, the socket and the bytes that came after the request head.
+   */
+  readonly handleUpgrade: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void
+  /** Whether one of the routes matches the request's path. */
+  readonly matches: (request: IncomingMessage) => boolean
+  /** Open and opening connections. */
+  readonly connections: Effect.Effect<number>
+}
+
+/**
+ * The upgrade handler, in the current scope; closing the scope sends 1001
+ * to its connections and waits for their closing handshakes up to
+ * `shutdownTimeout` (then ends what remains). Bad options fail with
+ * `InvalidOption` naming the option.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = <const Routes extends Readonly<Record<string, Server.RouteInput>>>(
+  options: Options<Routes>
+): Effect.Effect<Upgrader, ServerError, Scope.Scope | Server.Requirements<Routes>> =>
+  Effect.gen(function*() {
+    const settings = yield* Effect.try({
+      try: () => Settings.resolve(options as Server.Options<any>),
+      catch: (error) =>
+        new ServerError({
+          reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
+        })
+    })
+    const engine = yield* Engine.make(settings)
+    return {
+      handleUpgrade: (request, socket, head) => handleUpgrade(engine, request, socket, head),
+      matches: (request) => {
+        const path = pathOf(request.url)
+        return path !== undefined && settings.router.match(path) !== undefined
+      },
+      connections: Effect.sync(() => engine.state.active)
+    }
+  })
+
+/**
+ * Serves the routes on `server`'s port, in the current scope: an `upgrade`
+ * listener is added, and closing the scope removes it, sends 1001 to
+ * websock's connections and waits for their closing handshakes (up to
+ * `shutdownTimeout`), leaving your server open. A request whose path no
+ * route matches is answered 404, or with `unmatched: "ignore"` left to the
+ * server's other `upgrade` listeners.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const attach = <const Routes extends Readonly<Record<string, Server.RouteInput>>>(
+  server: UpgradeEmitter,
+  options: Options<Routes> & { readonly unmatched?: "reject" | "ignore" | undefined }
+): Effect.Effect<Upgrader, ServerError, Scope.Scope | Server.Requirements<Routes>> =>
+  Effect.gen(function*() {
+    const { unmatched = "reject", ...rest } = options
+    if (unmatched !== "reject" && unmatched !== "ignore") {
+      return yield* new ServerError({
+        reason: new InvalidOption({ option: "unmatched", problem: `must be "reject" or "ignore", got ${String(unmatched)}` })
+      })
+    }
+    const upgrader = yield* make(rest as Options<Routes>)
+    const listener = (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
+      if (unmatched === "ignore" && !upgrader.matches(request)) return
+      upgrader.handleUpgrade(request, socket, head)
+    }
+    // Added after the engine: removed first, before its connections are closed.
+    yield* Effect.acquireRelease(
+      Effect.sync(() => server.on("upgrade", listener)),
+      () => Effect.sync(() => server.off("upgrade", listener))
+    )
+    return upgrader
+  })
+
+/**
+ * What `attach` needs of a server: its `upgrade` event (`node:http` and
+ * `node:https` servers have it).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface UpgradeEmitter {
+  on(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
+  off(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
+}
+
+interface TcpSocket extends Duplex {
+  setNoDelay?: (noDelay: boolean) => unknown
+  setTimeout?: (timeout: number) => unknown
+}
+
+const handleUpgrade = (engine: Engine.Engine, request: IncomingMessage, socket: Duplex, head: Uint8Array): void => {
+  if (!Engine.admit(engine, socket)) return
+  const tcp = socket as TcpSocket
+  // Small frames go out at once; the HTTP server's idle timeout is not ours.
+  tcp.setNoDelay?.(true)
+  tcp.setTimeout?.(0)
+  const fields = Handshake.fromFields({
+    method: request.method ?? "",
+    target: request.url ?? "",
+    httpVersion: request.httpVersion,
+    headers: request.headersDistinct
+  })
+  if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
+  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout)
+}
+
+const pathOf = (url: string | undefined): string | undefined => {
+  if (url === undefined) return undefined
+  const parsed = Handshake.fromFields({ method: "GET", target: url, httpVersion: "1.1", headers: {} })
+  return typeof parsed === "string" ? undefined : parsed.path
+}
