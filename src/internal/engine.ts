@@ -28,6 +28,7 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
 
 type ResolvedRoute = Settings.ResolvedRoute
@@ -112,13 +113,22 @@ interface Remote {
  * Answers an upgrade request read from `socket` (counted in by `admit`),
  * then runs the connection. `rest` holds the bytes that came after the head;
  * `deadline` (a `Date.now()` time) bounds the route's upgrade decision.
+ * `matched` is the route when the caller chose it itself (the router's
+ * otherwise).
  */
-export const upgrade = (engine: Engine, socket: Duplex, request: Handshake.Request, rest: Uint8Array, deadline: number): void => {
+export const upgrade = (
+  engine: Engine,
+  socket: Duplex,
+  request: Handshake.Request,
+  rest: Uint8Array,
+  deadline: number,
+  matched?: Router.Match<ResolvedRoute>
+): void => {
   const { settings, state } = engine
   if (state.shuttingDown) return rejectAndEnd(engine, socket, 503, "server shutting down")
   const decision = Handshake.validateUpgrade(request)
   if (decision._tag === "Reject") return rejectAndEnd(engine, socket, decision.status, decision.reason, decision.headers)
-  const match = settings.router.match(request.path)
+  const match = matched ?? settings.router.match(request.path)
   if (match === undefined) return rejectAndEnd(engine, socket, 404, "no route for this path")
   const route = match.value
   const origins = route.origins
