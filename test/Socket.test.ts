@@ -29,6 +29,7 @@ import * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as SocketServer from "effect/socket/SocketServer"
 import * as Stream from "effect/Stream"
+import { Buffer } from "node:buffer"
 import * as Net from "node:net"
 import { afterEach } from "vitest"
 import { ServerError } from "../src/Errors.ts"
@@ -103,6 +104,59 @@ describe("toSocket: reading and the peer's close", () => {
         expect(socketErrorOf(exit.value.exit)).toMatchObject({ _tag: "SocketCloseError", code, closeReason: reason })
       })
   )
+})
+
+describe("toSocket: read backpressure", () => {
+  it("a reader that does not pull: the server stops reading at inboxHighWaterMark; pulls then get batches of what waited, in order, none lost", () => {
+    const inboxHighWaterMark = 8
+    const M = 16 * KiB
+    const total = 256 // 4 MiB: more than the kernel buffers hold
+    const gate = Deferred.makeUnsafe<void>()
+    const batches: Array<number> = []
+    const received: Array<number> = []
+    return withSocket(
+      (socket, ws) =>
+        Effect.gen(function*() {
+          const { pull } = yield* socket.reader
+          const writer = yield* socket.writer
+          if (ws.request.query.has("echo")) return yield* Effect.forever(Effect.flatMap(pull, (batch) => writer.writeAll(batch)))
+          yield* Deferred.await(gate)
+          while (received.length < total) {
+            const batch = yield* pull
+            batches.push(batch.length)
+            for (const m of batch) received.push(numberOf(m))
+          }
+        }),
+      async (port) => {
+        const c = await RawClient.connect(port)
+        const head = c.serverBytesRead() ?? 0 // the upgrade request
+        const frames = Array.from({ length: total }, (_, i) => c.frame(2, numbered(i, M)))
+        void c.write(Buffer.concat(frames))
+        const full = head + inboxHighWaterMark * frames[0]!.length
+        await until("the inbox to fill", () => (c.serverBytesRead() ?? 0) >= full)
+        // The server goes on serving another connection, many turns of its
+        // event loop; the first connection is not read meanwhile (a reader
+        // that takes messages it was not asked for would let it be).
+        const other = await RawClient.connect(port, { path: "/ws?echo" })
+        for (let i = 0; i < 20; i++) {
+          await other.sendText(`ping ${i}`)
+          expect(await other.expectText()).toBe(`ping ${i}`)
+        }
+        expect(c.serverBytesRead()).toBeLessThanOrEqual(full + 64 * KiB)
+        expect(received).toEqual([])
+        Deferred.doneUnsafe(gate, Effect.void)
+        await until("every message to be pulled", () => received.length === total, 5_000, () => `${received.length} of ${total}`)
+        expect(received).toEqual(Array.from({ length: total }, (_, i) => i))
+        // batches, never more than the inbox held plus one read (64 KiB)
+        expect(Math.max(...batches)).toBeGreaterThan(1)
+        expect(Math.max(...batches)).toBeLessThanOrEqual(inboxHighWaterMark + 64 * KiB / M + 1)
+        await c.expectClose(1000)
+        await other.sendClose(1000)
+        await other.expectClose(1000)
+      },
+      { inboxHighWaterMark }
+    )
+  })
 })
 
 describe("toSocket: writing", () => {
