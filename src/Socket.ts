@@ -242,11 +242,9 @@ const makeWriter = (ws: WebSocket.WebSocketConnection): Effect.Effect<Socket.Wri
  * @since 0.2.0
  * @category references
  */
-export const CurrentConnection: Context.Reference<WebSocket.WebSocketConnection | undefined> = Context.Reference<
-  WebSocket.WebSocketConnection | undefined
->("websock/Socket/CurrentConnection",
-  { defaultValue: () => undefined }
-)
+export const CurrentConnection = Context.Reference<WebSocket.WebSocketConnection | undefined>("websock/Socket/CurrentConnection", {
+  defaultValue: () => undefined
+})
 
 /**
  * The server's settings (every `Server.Options` but the routes), and the one
@@ -300,7 +298,8 @@ export const makeSocketServer = (
   Effect.gen(function*() {
     const { path = "/", ...settings } = options
     if (typeof path !== "string") {
-      return yield* Effect.fail(serverError(new ServerError({ reason: new InvalidOption({ option: "path", problem: `must be a string, got ${String(path)}` }) })))
+      const problem = `must be a string, got ${String(path)}`
+      return yield* Effect.fail(openError(new ServerError({ reason: new InvalidOption({ option: "path", problem }) })))
     }
     // The active runs, newest last: a connection goes to the newest.
     const runners: Array<Runner> = []
@@ -327,7 +326,7 @@ export const makeSocketServer = (
           const scope = yield* Scope.make()
           const context = Context.omit(Scope.Scope)(yield* Effect.context<R>()) as Context.Context<R>
           const runner: Runner = (ws) =>
-            Fiber.runIn(Effect.runForkWith(Context.add(context, CurrentConnection, ws))(handler(toSocket(ws))), scope)
+            Fiber.runIn(Effect.runForkWith(Context.add(context, CurrentConnection, ws))(Effect.suspend(() => handler(toSocket(ws)))), scope)
           runners.push(runner)
           running.openUnsafe()
           return { scope, runner }

@@ -4,8 +4,9 @@
  * write backpressure, writes after the close), the `SocketServer` on
  * websock (connections before `run`, `run`'s services, close codes by the
  * handler's end, typed errors), and Effect RPC end to end over it with each
- * of Effect's serializations.
+ * of Effect's serializations and two WebSocket clients.
  */
+import * as NodeWS from "@effect/platform-node/NodeWS"
 import { assert, describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
@@ -468,12 +469,22 @@ const handlers = (probe: CountProbe) =>
       )
   })
 
+/** The WebSocket clients under Effect's `Socket.layerWebSocket`: Node's global one, and the `ws` package's (which pauses). */
+const constructors = [
+  ["the global WebSocket", Socket.layerWebSocketConstructorGlobal],
+  ["ws", NodeWS.layerWebSocketConstructor]
+] as const
+
 /**
  * The RPC server on websock's SocketServer (`layerProtocolSocketServer`,
  * unchanged) at `/rpc`, and an RPC client protocol over Effect's WebSocket
- * socket with the global WebSocket constructor, both with `serialization`.
+ * socket with `constructor`, both with `serialization`.
  */
-const rpcLayer = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>, probe: CountProbe) => {
+const rpcLayer = (
+  serialization: Layer.Layer<RpcSerialization.RpcSerialization>,
+  constructor: Layer.Layer<Socket.WebSocketConstructor>,
+  probe: CountProbe
+) => {
   const server = RpcServer.layer(EchoRpcs).pipe(
     Layer.provide(handlers(probe)),
     Layer.provide(RpcServer.layerProtocolSocketServer)
@@ -483,7 +494,7 @@ const rpcLayer = (serialization: Layer.Layer<RpcSerialization.RpcSerialization>,
       const { address } = yield* SocketServer.SocketServer
       return Socket.layerWebSocket(`ws://127.0.0.1:${portOf(address)}/rpc`)
     }))),
-    Layer.provide(Socket.layerWebSocketConstructorGlobal)
+    Layer.provide(constructor)
   )
   return Layer.mergeAll(server, client).pipe(
     Layer.provide(WebsockSocket.layerSocketServer({ ...TestServer.testDefaults, path: "/rpc" })),
@@ -502,6 +513,7 @@ const serializations = [
 /** Runs `body` with an RPC client of `EchoRpcs` connected to a fresh websock server. */
 const withRpc = <A, E>(
   serialization: Layer.Layer<RpcSerialization.RpcSerialization>,
+  constructor: Layer.Layer<Socket.WebSocketConstructor>,
   body: (client: RpcClient.FromGroup<typeof EchoRpcs, RpcClientError>, probe: CountProbe) => Effect.Effect<A, E, Scope.Scope>
 ) =>
   Effect.gen(function*() {
@@ -509,12 +521,16 @@ const withRpc = <A, E>(
     return yield* Effect.gen(function*() {
       const client = yield* RpcClient.make(EchoRpcs)
       return yield* body(client, probe)
-    }).pipe(Effect.provide(rpcLayer(serialization, probe)))
+    }).pipe(Effect.provide(rpcLayer(serialization, constructor, probe)))
   }).pipe(Effect.scoped, Effect.timeout("10 seconds"))
 
-describe.each(serializations)("Effect RPC over layerSocketServer (%s)", (_, serialization) => {
+const clients = serializations.flatMap(([name, serialization]) =>
+  constructors.map(([client, constructor]) => [name, client, serialization, constructor] as const)
+)
+
+describe.each(clients)("Effect RPC over layerSocketServer (%s, client: %s)", (_, __, serialization, constructor) => {
   it.live("unary calls, concurrent and in order", () =>
-    withRpc(serialization, (client) =>
+    withRpc(serialization, constructor, (client) =>
       Effect.gen(function*() {
         expect(yield* client.Echo({ text: "hello" })).toBe("hello")
         const texts = Array.from({ length: 20 }, (_, i) => `message ${i} é 𝄞`)
@@ -522,14 +538,14 @@ describe.each(serializations)("Effect RPC over layerSocketServer (%s)", (_, seri
       })))
 
   it.live("a stream, to its end", () =>
-    withRpc(serialization, (client) =>
+    withRpc(serialization, constructor, (client) =>
       Effect.gen(function*() {
         expect(yield* Stream.runCollect(client.Count({ n: 5 }))).toEqual([1, 2, 3, 4, 5])
         expect(yield* Stream.runCollect(client.Count({ n: 0 }))).toEqual([])
       })))
 
   it.live("a stream interrupted mid-way stops on the server; the connection goes on", () =>
-    withRpc(serialization, (client, probe) =>
+    withRpc(serialization, constructor, (client, probe) =>
       Effect.gen(function*() {
         const three = yield* Deferred.make<void>()
         const received: Array<number> = []
