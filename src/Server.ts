@@ -2,7 +2,7 @@
  * The running server: listening, the HTTP upgrade, one scope and fiber per
  * connection, graceful shutdown. It is the only module that makes decisions
  * about resources and time; the protocol's decisions come from
- * `Connection.step` (through `WebSocket.Driver`) and the handshake's from
+ * `Connection.step` (through the internal `Driver`) and the handshake's from
  * `Handshake`.
  *
  * ```ts
@@ -21,7 +21,7 @@
  * Lifecycle of a connection: the socket is accepted paused; its request head
  * is read under `maxHeadSize` and `handshakeTimeout`; the route, the request
  * and the extensions are validated (an HTTP error answers anything wrong);
- * the 101 is written; then a `WebSocket.Driver` runs the socket and the
+ * the 101 is written; then a `Driver` (internal/driver.ts) runs the socket and the
  * route's handler runs in a fiber of the connection's own scope. The
  * connection ends when the closing handshake is over, the socket is closed,
  * and the handler has returned.
@@ -41,9 +41,11 @@ import * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import { inspect } from "node:util"
 import * as CloseReason from "./CloseReason.ts"
+import type * as Connection from "./Connection.ts"
 import { InvalidOption, ListenFailed, ServerError } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
 import { Driver, type Clock } from "./internal/driver.ts"
+import { isOwnClose } from "./internal/errors.ts"
 import * as Settings from "./internal/settings.ts"
 import * as PerMessageDeflate from "./PerMessageDeflate.ts"
 import type * as WebSocket from "./WebSocket.ts"
@@ -550,13 +552,13 @@ const run = (
   // a defect of its own connection (1011), like one that dies inside it.
   fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
   fiber.addObserver((exit) => {
-    if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
+    if (Exit.isSuccess(exit) || endedByOwnClose(driver, exit.cause)) {
       // Returned, or ended by its own connection's close: close normally
       // (nothing happens if the connection is already closing).
       driver.closeWith(CloseReason.normal())
     } else if (!Cause.hasInterruptsOnly(exit.cause)) {
       driver.closeWith(CloseReason.internalError("internal error"))
-      const code = driver.sentCode()
+      const code = sentCode(driver.state)
       runtime.runFork(
         Effect.logError(`websock: handler failed; connection closed with ${code ?? "its earlier close"}`, describe(exit.cause)).pipe(
           Effect.annotateLogs(annotations(driver))
@@ -573,9 +575,9 @@ const run = (
   driver.start(rest)
 }
 
-const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
+const endedByOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
   const error = Cause.findErrorOption(cause)
-  return error._tag === "Some" && driver.isOwnClose(error.value)
+  return error._tag === "Some" && isOwnClose(driver.id, error.value)
 }
 
 /**
@@ -594,6 +596,20 @@ const describe = (cause: unknown): string => {
     ).join("\n")
   }
   return inspect(cause, { depth: 3, breakLength: Infinity })
+}
+
+/** The code of the Close we sent or will send, for logs. */
+const sentCode = (state: Connection.State): number | undefined => {
+  switch (state._tag) {
+    case "Closing":
+      return state.detail.code
+    case "Draining":
+      return state.reply.code
+    case "Closed":
+      return state.outcome.detail?.code
+    case "Open":
+      return undefined
+  }
 }
 
 const annotations = (driver: Driver) => ({
