@@ -6,6 +6,7 @@ import * as Scope from "effect/Scope"
 import * as fc from "fast-check"
 import * as AsyncHooks from "node:async_hooks"
 import * as Zlib from "node:zlib"
+import { Compression } from "../src/internal/compression.ts"
 import * as PerMessageDeflate from "../src/PerMessageDeflate.ts"
 import { text as utf8 } from "./support/Bytes.ts"
 import { until } from "./support/Wait.ts"
@@ -599,5 +600,46 @@ describe("decompression bomb", () => {
       const perMiB = MiB / (16 * 1024)
       expect(jobs.count()).toBeGreaterThan(8 * perMiB)
       expect(jobs.count()).toBeLessThan(32 * perMiB)
+    }))
+})
+
+// -----------------------------------------------------------------------------
+// The run-time queues (internal/compression.ts) over a real codec
+// -----------------------------------------------------------------------------
+
+/**
+ * No message makes zlib's deflate fail through the public API (options are
+ * validated when the server is made, and a connection's codec is only closed
+ * after the connection ended); an internal fault is provoked here the way it
+ * would happen, with a real codec closed under a deflate in flight.
+ */
+describe("Compression: a failing deflate", () => {
+  it.effect("is reported to the connection once; the sender in flight and the one queued behind it are told it failed; nothing goes out after it", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const codec = yield* PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults).pipe(Scope.provide(scope))
+      const sent: Array<{ readonly text: boolean; readonly compressed: boolean }> = []
+      let deflateFailed = 0
+      const compression = new Compression(codec, 16, 1 << 20, Effect.runPromiseExit, {
+        received: () => {},
+        inflated: () => {},
+        inflateFailed: () => {},
+        send: (_payload, text, compressed) => {
+          sent.push({ text, compressed })
+          return true
+        },
+        deflateFailed: () => void deflateFailed++
+      })
+      const done: Array<boolean | undefined> = [undefined, undefined]
+      // below the threshold: out at once, uncompressed; then one to deflate, in flight
+      compression.send(["short", "long enough to be deflated ".repeat(20)], (ok) => void (done[0] = ok))
+      compression.send(["queued behind it ".repeat(20)], (ok) => void (done[1] = ok))
+      expect(sent).toEqual([{ text: true, compressed: false }])
+      // the codec goes away under the deflate in flight
+      yield* Scope.close(scope, Exit.void)
+      yield* Effect.promise(() => until("both senders to be told", () => done.every((d) => d !== undefined)))
+      expect(done).toEqual([false, false])
+      expect(deflateFailed).toBe(1)
+      expect(sent).toEqual([{ text: true, compressed: false }])
     }))
 })
