@@ -4,9 +4,10 @@
  * hands messages to the handler, `Compression` keeps permessage-deflate in
  * order, the `Sender` applies the overflow policy to the application's
  * sends, `Pings` matches Pongs to the application's Pings, the `Transport`
- * owns the socket, its read pausing and its end, `Keepalive` says when the
- * server's sweep is due to ping or close), plus the close, deferral and
- * end timers and teardown. It decides nothing the RFC rules on: every such
+ * owns the socket, its read pausing, the close timer and its end,
+ * `Keepalive` says when the server's sweep is due to ping or close,
+ * `Deferral` when our delayed Close may go out, `Ending` when the handler may
+ * stop), and teardown. It decides nothing the RFC rules on: every such
  * decision is an input to `Connection.step`.
  *
  * The hot path (`onData`, the outbox's flush) runs in socket callbacks,
@@ -106,7 +107,6 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   /** The wait before our delayed Close, from the first. */
   private deferral: Deferral | undefined = undefined
   private readonly options: DriverOptions
-  private closeTimer: ReturnType<typeof setTimeout> | undefined = undefined
   private readonly ending: Ending
 
   constructor(options: DriverOptions) {
@@ -192,14 +192,10 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
           ;(this.deferral ??= new Deferral(this, this.inbox, this.compression, this.outbox, this.limits.closeTimeout)).start()
           break
         case "ArmCloseTimer":
-          this.cancelCloseTimer()
-          this.closeTimer = setTimeout(() => {
-            this.closeTimer = undefined
-            this.input({ _tag: "CloseTimeout" })
-          }, this.limits.closeTimeout)
+          this.transport.armCloseTimer()
           break
         case "CancelCloseTimer":
-          this.cancelCloseTimer()
+          this.transport.cancelCloseTimer()
           break
         case "CloseTransport":
           this.transport.close()
@@ -282,7 +278,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
 
   private finish(outcome: WebSocket.CloseOutcome): void {
     if (!this.ending.settle(outcome)) return
-    this.cancelCloseTimer()
+    this.transport.cancelCloseTimer()
     this.deferral?.cancel()
     // RFC 6455 §7.1.7: nothing more is processed (what was due was delivered while draining).
     this.compression?.stop()
@@ -303,11 +299,6 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     if (due !== undefined) this.input(due)
   }
 
-  private cancelCloseTimer(): void {
-    clearTimeout(this.closeTimer)
-    this.closeTimer = undefined
-  }
-
   /** Drops the connection without a closing handshake (the outcome is 1006, ours). */
   terminate(): void {
     this.input({ _tag: "Abort" })
@@ -325,7 +316,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
 
   /** Tears everything down; safe to call more than once. */
   dispose(): void {
-    this.cancelCloseTimer()
+    this.transport.cancelCloseTimer()
     this.deferral?.cancel()
     this.transport.destroy()
     this.input({ _tag: "EndOfStream" })

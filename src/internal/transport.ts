@@ -2,7 +2,9 @@
  * The TCP socket under one connection: its listeners, reading paused for
  * named reasons (among them a peer that does not read our writes), and its
  * lifecycle (`Live`, `Ending`, `Gone`), including the end of our side after
- * the last writes.
+ * the last writes and the two waits for the peer at the end: for its Close
+ * once we sent ours (the close timer, armed and cancelled as
+ * `Connection.step` says), and for its FIN once we ended TCP.
  *
  * The listeners are shared by every socket (one function per event, no
  * closure per connection): the socket carries its connection, which gets
@@ -57,7 +59,7 @@ export interface TransportLimits {
   readonly highWaterMark: number
   /** Buffered above this, the peer is not read. */
   readonly maxBufferedAmount: number
-  /** How long the peer has to close TCP after we ended our side. */
+  /** How long the peer has to answer our Close, and to close TCP after we ended our side. */
   readonly closeTimeout: number
 }
 
@@ -66,6 +68,7 @@ export class Transport {
   private phase: Phase = "Live"
   /** The reasons reading is paused (bits of `Pause`). */
   private paused = 0
+  private closeTimer: ReturnType<typeof setTimeout> | undefined = undefined
   private readonly socket: Duplex
   private readonly outbox: Outbox
   private readonly limits: TransportLimits
@@ -159,6 +162,21 @@ export class Transport {
     socket.once("close", () => clearTimeout(timer))
   }
 
+  /** Our Close went out: the peer has `closeTimeout` to answer it (then `CloseTimeout` is stepped). */
+  armCloseTimer(): void {
+    this.cancelCloseTimer()
+    const socket = this.socket as OwnedSocket
+    this.closeTimer = setTimeout(() => {
+      this.closeTimer = undefined
+      socket[OWNER]!.input(CLOSE_TIMEOUT)
+    }, this.limits.closeTimeout)
+  }
+
+  cancelCloseTimer(): void {
+    clearTimeout(this.closeTimer)
+    this.closeTimer = undefined
+  }
+
   /** The socket has closed. */
   closed(): void {
     this.phase = "Gone"
@@ -172,6 +190,7 @@ export class Transport {
 const ignore = (): void => {}
 
 const END_OF_STREAM: Connection.Input = { _tag: "EndOfStream" }
+const CLOSE_TIMEOUT: Connection.Input = { _tag: "CloseTimeout" }
 
 const OWNER = Symbol.for("websock/Driver")
 
