@@ -41,11 +41,9 @@ import * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import { inspect } from "node:util"
 import * as CloseReason from "./CloseReason.ts"
-import type * as Connection from "./Connection.ts"
 import { InvalidOption, ListenFailed, ServerError } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
 import { Driver, type Clock } from "./internal/driver.ts"
-import { isOwnClose } from "./internal/errors.ts"
 import * as Settings from "./internal/settings.ts"
 import * as PerMessageDeflate from "./PerMessageDeflate.ts"
 import type * as WebSocket from "./WebSocket.ts"
@@ -552,13 +550,13 @@ const run = (
   // a defect of its own connection (1011), like one that dies inside it.
   fiber = runtime.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle))))
   fiber.addObserver((exit) => {
-    if (Exit.isSuccess(exit) || endedByOwnClose(driver, exit.cause)) {
+    if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
       // Returned, or ended by its own connection's close: close normally
       // (nothing happens if the connection is already closing).
       driver.closeWith(CloseReason.normal())
     } else if (!Cause.hasInterruptsOnly(exit.cause)) {
       driver.closeWith(CloseReason.internalError("internal error"))
-      const code = sentCode(driver.state)
+      const code = driver.sentCode()
       runtime.runFork(
         Effect.logError(`websock: handler failed; connection closed with ${code ?? "its earlier close"}`, describe(exit.cause)).pipe(
           Effect.annotateLogs(annotations(driver))
@@ -575,9 +573,9 @@ const run = (
   driver.start(rest)
 }
 
-const endedByOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
+const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
   const error = Cause.findErrorOption(cause)
-  return error._tag === "Some" && isOwnClose(driver.id, error.value)
+  return error._tag === "Some" && driver.isOwnClose(error.value)
 }
 
 /**
@@ -596,20 +594,6 @@ const describe = (cause: unknown): string => {
     ).join("\n")
   }
   return inspect(cause, { depth: 3, breakLength: Infinity })
-}
-
-/** The code of the Close we sent or will send, for logs. */
-const sentCode = (state: Connection.State): number | undefined => {
-  switch (state._tag) {
-    case "Closing":
-      return state.detail.code
-    case "Draining":
-      return state.reply.code
-    case "Closed":
-      return state.outcome.detail?.code
-    case "Open":
-      return undefined
-  }
 }
 
 const annotations = (driver: Driver) => ({

@@ -27,7 +27,7 @@ import type * as WebSocket from "../WebSocket.ts"
 import { Compression } from "./compression.ts"
 import { Deferral, type DeferralTarget } from "./deferral.ts"
 import { Ending } from "./ending.ts"
-import { closedError, invalidClose, receiveError } from "./errors.ts"
+import { closedError, invalidClose, isOwnClose, receiveError } from "./errors.ts"
 import { Handle, type HandleTarget } from "./handle.ts"
 import { Inbox } from "./inbox.ts"
 import { Keepalive } from "./keepalive.ts"
@@ -266,6 +266,15 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.input({ _tag: "Close", reason })
   }
 
+  /** The code of the Close we sent or will send, for logs. */
+  sentCode(): number | undefined {
+    const state = this.state
+    return state._tag === "Closing" ? state.detail.code
+      : state._tag === "Draining" ? state.reply.code
+      : state._tag === "Closed" ? state.outcome.detail?.code
+      : undefined
+  }
+
   /** See the handle's `closed`. */
   awaitOutcome(): Effect.Effect<WebSocket.CloseOutcome> {
     return this.ending.await()
@@ -274,6 +283,11 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   /** The error of an operation that needs an open connection. */
   closedError(): WebSocketError {
     return closedError(this.id, this.ending.outcome)
+  }
+
+  /** Whether an error is this connection's own ConnectionClosed: its normal end. */
+  isOwnClose(error: unknown): boolean {
+    return isOwnClose(this.id, error)
   }
 
   private finish(outcome: WebSocket.CloseOutcome): void {
