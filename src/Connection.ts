@@ -16,7 +16,8 @@
  * delay of our Close until the handler has taken what arrived before it, the
  * message size limit, and the mapping of every failure to one Close frame
  * with its code (the codes themselves are `CloseReason`'s). Frame syntax is
- * `Frame`'s.
+ * `Frame`'s; moving a message's bytes into one piece and decoding its text,
+ * once this module has ruled on them, are `internal/incoming.ts`'s.
  *
  * Single use: a `Bytes` chunk belongs to the machine once stepped (the decoder
  * unmasks it in place and delivered messages may be views into it), and a
@@ -29,6 +30,7 @@
 import { Buffer, isUtf8 } from "node:buffer"
 import * as CloseReason from "./CloseReason.ts"
 import * as Frame from "./Frame.ts"
+import * as Incoming from "./internal/incoming.ts"
 import * as Utf8 from "./Utf8.ts"
 
 /**
@@ -508,21 +510,18 @@ const inflated = (actions: Array<Action>, text: boolean, data: Uint8Array): Clos
 // Receiving while open
 // ---------------------------------------------------------------------------
 
-/** The Open fields one `Bytes` step updates, mutable for the duration of the step only. */
-interface Progress {
+/**
+ * The Open fields one `Bytes` step updates, and what the text decoding of
+ * the step shares (`Incoming.TextBatch`), mutable for the duration of the
+ * step only.
+ */
+interface Progress extends Incoming.TextBatch {
   readonly options: Options
   message: Reassembly | undefined
   utf8: number
   validated: number
   readonly max: number
   readonly actions: Array<Action>
-  /** The frames of this step and the index of the one being handled (for `shortText`). */
-  readonly frames: ReadonlyArray<Frame.Frame>
-  index: number
-  /** latin1 text of `latin1Source[latin1Start..latin1Start + latin1.length)`, made once per step, or "". */
-  latin1: string
-  latin1Source: ArrayBufferLike | undefined
-  latin1Start: number
 }
 
 const receive = (open: Open, chunk: Uint8Array): StepResult => {
@@ -635,15 +634,14 @@ const data = (progress: Progress, frame: Frame.Frame): Draining | undefined => {
     progress.utf8 = utf8
   }
   if (!frame.fin) {
-    append(message, payload)
+    Incoming.append(message, payload)
     message.size = size
     return undefined
   }
-  seal(message)
-  const bytes = concat(message.fragments, payload, size)
+  const bytes = Incoming.complete(message, payload, size)
   const text = message.opcode === Frame.Opcode.Text
   if (message.compressed) progress.actions.push({ _tag: "DeliverCompressed", text, data: bytes })
-  else progress.actions.push({ _tag: "Deliver", data: text ? decodeText(bytes) : bytes })
+  else progress.actions.push({ _tag: "Deliver", data: text ? Incoming.decodeText(bytes) : bytes })
   progress.message = undefined
   // `utf8` is ACCEPT again: a text message is only delivered in ACCEPT.
   return undefined
@@ -664,12 +662,12 @@ const whole = (progress: Progress, frame: Frame.Frame, pending: number): Drainin
     // The rest of a text frame validated as it came (inProgress).
     if (Utf8.validate(progress.utf8, payload, pending, payload.length) !== Utf8.ACCEPT) return violation(progress, INVALID_UTF8)
     progress.utf8 = Utf8.ACCEPT
-    progress.actions.push({ _tag: "Deliver", data: decodeText(payload) })
-  } else if (payload.length <= SHORT_TEXT && Utf8.isAscii(payload, 0, payload.length)) {
+    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload) })
+  } else if (payload.length <= Incoming.SHORT_TEXT && Utf8.isAscii(payload, 0, payload.length)) {
     // Fast path: short ASCII text in one read.
-    progress.actions.push({ _tag: "Deliver", data: shortText(progress, payload) })
+    progress.actions.push({ _tag: "Deliver", data: Incoming.shortText(progress, payload) })
   } else if (Utf8.isValid(payload)) {
-    progress.actions.push({ _tag: "Deliver", data: decodeText(payload) })
+    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload) })
   } else {
     return violation(progress, INVALID_UTF8)
   }
@@ -718,111 +716,6 @@ const NO_MESSAGE = CloseReason.protocolError("continuation frame without a messa
 const INTERLEAVED = CloseReason.protocolError("new data frame before the fragmented message ended")
 const TOO_BIG = CloseReason.messageTooBig("message too big")
 const INVALID_UTF8 = CloseReason.invalidPayload("invalid UTF-8 in text")
-
-/** Fragments shorter than this are copied byte by byte (a native `set` costs more). */
-const SMALL_COPY = 16
-/** Fragments at least this long are kept as views (the view object then costs under 10%); shorter ones are copied. */
-const VIEW_MIN = 1024
-/** Capacity of the buffers small fragments are copied into: doubling from the first to the last. */
-const TAIL_FIRST = 256
-const TAIL_LAST = 65536
-
-/** Adds a non-final fragment to the message. */
-const append = (message: Reassembly, payload: Uint8Array): void => {
-  const length = payload.length
-  if (length === 0) return
-  if (length >= VIEW_MIN) {
-    seal(message)
-    message.fragments = { bytes: payload, previous: message.fragments }
-    return
-  }
-  let tail = message.tail // the buffer being filled
-  if (tail === undefined || tail.length - message.tailUsed < length) {
-    const capacity = tail === undefined ? TAIL_FIRST : Math.min(2 * tail.length, TAIL_LAST)
-    seal(message)
-    tail = new Uint8Array(capacity < length ? length : capacity)
-    message.tail = tail
-  }
-  const at = message.tailUsed
-  if (length < SMALL_COPY) {
-    for (let j = 0; j < length; j++) tail[at + j] = payload[j]
-  } else {
-    tail.set(payload, at)
-  }
-  message.tailUsed = at + length
-}
-
-/** Moves the filled part of `tail` to the pieces. */
-const seal = (message: Reassembly): void => {
-  if (message.tail === undefined) return
-  if (message.tailUsed > 0) message.fragments = { bytes: message.tail.subarray(0, message.tailUsed), previous: message.fragments }
-  message.tail = undefined
-  message.tailUsed = 0
-}
-
-/** The whole message: the fragments (newest first) followed by `last`; one allocation, one copy of each byte. */
-const concat = (fragments: Fragments | undefined, last: Uint8Array, size: number): Uint8Array => {
-  if (fragments === undefined) return last
-  if (last.length === 0 && fragments.previous === undefined) return fragments.bytes
-  const message = new Uint8Array(size)
-  let offset = size - last.length // where the fragment being copied starts
-  message.set(last, offset)
-  for (let fragment: Fragments | undefined = fragments; fragment !== undefined; fragment = fragment.previous) {
-    const bytes = fragment.bytes
-    offset -= bytes.length
-    if (bytes.length < SMALL_COPY) {
-      for (let j = 0; j < bytes.length; j++) message[offset + j] = bytes[j]
-    } else {
-      message.set(bytes, offset)
-    }
-  }
-  return message
-}
-
-/** Text payloads up to this long that are ASCII take the batched latin1 path. */
-const SHORT_TEXT = 256
-/** ... and, alone in their read, up to this long are built in JS (cheaper than a native call). */
-const SHORT_ASCII = 24
-
-/**
- * Short ASCII text from a read that holds several frames. A native decode
- * costs ~50 ns per call whatever the length, more than everything else a
- * small message needs; so the bytes from this payload to the end of the
- * step's last frame are decoded once, as latin1 (one character per byte, and
- * ASCII is the same in latin1 and UTF-8), and each short ASCII payload within
- * them becomes a substring. The substrings may share the step's string (as
- * binary messages share the read's buffer), which is at most one read long.
- */
-const shortText = (progress: Progress, payload: Uint8Array): string => {
-  const offset = payload.byteOffset
-  if (payload.buffer === progress.latin1Source && offset >= progress.latin1Start) {
-    const from = offset - progress.latin1Start
-    if (from + payload.length <= progress.latin1.length) return progress.latin1.substring(from, from + payload.length)
-  }
-  const frames = progress.frames
-  const last = frames[frames.length - 1].payload
-  const end = last.byteOffset + last.length // end of the last frame's bytes in the same buffer
-  if (progress.index + 1 >= frames.length || last.buffer !== payload.buffer || end <= offset + payload.length) {
-    // Alone in its read: nothing to share a decode with.
-    return payload.length <= SHORT_ASCII ? Utf8.asciiString(payload, 0, payload.length) : decodeText(payload)
-  }
-  progress.latin1 = Buffer.from(payload.buffer, offset, end - offset).toString("latin1")
-  progress.latin1Source = payload.buffer
-  progress.latin1Start = offset
-  return progress.latin1.substring(0, payload.length)
-}
-
-/** Non-fatal (the bytes are validated first) and keeping a leading U+FEFF, which is message content. */
-const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
-
-/**
- * Decodes text already validated as UTF-8, so a non-fatal decode is exact.
- * Views into a socket's Buffer take Buffer's native slice (the fastest for
- * short messages); other bytes the TextDecoder.
- */
-const decodeText = (bytes: Uint8Array): string =>
-  bytes instanceof Buffer ? bytes.toString("utf8") : textDecoder.decode(bytes)
-
 
 // ---------------------------------------------------------------------------
 // Receiving while closing

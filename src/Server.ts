@@ -2,7 +2,7 @@
  * The running server: listening, the HTTP upgrade, one scope and fiber per
  * connection, graceful shutdown. It is the only module that makes decisions
  * about resources and time; the protocol's decisions come from
- * `Connection.step` (through `WebSocket.Driver`) and the handshake's from
+ * `Connection.step` (through the internal `Driver`) and the handshake's from
  * `Handshake`.
  *
  * ```ts
@@ -21,7 +21,7 @@
  * Lifecycle of a connection: the socket is accepted paused; its request head
  * is read under `maxHeadSize` and `handshakeTimeout`; the route, the request
  * and the extensions are validated (an HTTP error answers anything wrong);
- * the 101 is written; then a `WebSocket.Driver` runs the socket and the
+ * the 101 is written; then a `Driver` (internal/driver.ts) runs the socket and the
  * route's handler runs in a fiber of the connection's own scope. The
  * connection ends when the closing handshake is over, the socket is closed,
  * and the handler has returned.

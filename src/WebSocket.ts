@@ -2,8 +2,9 @@
  * One upgraded connection as route handlers see it: the handle
  * (`WebSocketConnection`), the request it came with, its messages and what
  * sending returns. The run-time parts behind the handle are internal
- * (`internal/driver.ts` interprets `Connection.step`'s actions over an
- * outbox, an inbox and the compression queues).
+ * (`internal/driver.ts` interprets `Connection.step`'s actions over a
+ * transport, an outbox, a sender, an inbox, the compression queues and a few
+ * smaller parts; see the README's Architecture).
  *
  * @since 0.1.0
  */

@@ -440,7 +440,9 @@ describe("6. routes with path parameters; invalid options fail make", () => {
   it.each([
     ["maxMessageSize", { maxMessageSize: -1 }],
     ["pingInterval", { pingInterval: Number.NaN }],
-    ["compression.serverMaxWindowBits", { compression: { serverMaxWindowBits: 7 } }]
+    ["compression.serverMaxWindowBits", { compression: { serverMaxWindowBits: 7 } }],
+    // zlib would throw on the first compressed message (RFC 7692 allows 8-15)
+    ["compression.clientMaxWindowBits", { compression: { clientMaxWindowBits: 16 } }]
   ] as const)("a bad %s fails make with InvalidOption naming it", async (option, bad) => {
     await makeFails({ routes: { "/ws": TestServer.echo }, ...bad }, option)
   })
@@ -544,6 +546,34 @@ describe("9. ping and terminate", () => {
       await expect(c.nextFrame()).rejects.toThrow("the server closed the connection instead of sending a frame")
       expect(await run(ws.closed)).toMatchObject({ code: 1006, clean: false, initiator: "local" })
       await untilNoConnections(server)
+    })
+  })
+})
+
+describe("compressed sends race the close like uncompressed ones", () => {
+  const offer = { allowRsv1: true, headers: { "Sec-WebSocket-Extensions": "permessage-deflate" } }
+  const text = "compress me ".repeat(100)
+
+  it.each([
+    ["send", (ws: Connection) => ws.send(text)],
+    ["sendAll of three", (ws: Connection) => ws.sendAll([text, `${text}!`, `${text}?`])]
+  ] as const)("%s started, then close in the same turn: the send fails with ConnectionClosed; only the Close goes out", async (_, send) => {
+    const peers = registry()
+    const routes = { "/ws": (ws: Connection) => Effect.andThen(peers.register(ws), TestServer.echo(ws)) }
+    await withServer({ routes, compression: { threshold: 0 } }, async (port) => {
+      const c = await RawClient.connect(port, { path: "/ws?name=z", ...offer })
+      const ws = await peers.get("z")
+      // Both start at once (runPromiseExit runs them up to their first wait):
+      // the deflate is on zlib's thread pool when our Close goes out.
+      const sending = observe(send(ws))
+      const closing = observe(ws.close(1000))
+      // the next frame is the Close: no data frame went out
+      await c.expectClose(1000)
+      await until("the send to settle", () => sending.settled() !== undefined && closing.settled() !== undefined)
+      const error = errorOf(sending.settled())
+      expect(error, String(sending.settled())).toBeInstanceOf(WebSocketError)
+      expect((error as WebSocketError).reason).toMatchObject({ _tag: "ConnectionClosed", connection: ws.id })
+      expect(closing.settled()).toMatchObject({ _tag: "Success", value: { code: 1000, clean: true, initiator: "local" } })
     })
   })
 })

@@ -444,4 +444,27 @@ describe("permessage-deflate over TCP", () => {
       await act(c)
       await c.expectClose(code)
     }))
+
+  it.each([
+    ["alone", false],
+    ["then a Close 1000 in the same write (our Close waits for the inflate)", true]
+  ] as const)("a message, then data that does not inflate, %s: the message is echoed, then 1007; the handler sees 1007", async (_, thenClose) => {
+    let handle: WebSocket.WebSocket | undefined = undefined
+    const handler = (ws: WebSocket.WebSocket) => Effect.andThen(Effect.sync(() => void (handle = ws)), TestServer.echo(ws))
+    await TestServer.withServer({ compression: { threshold: 0 }, routes: { "/ws": handler } }, async (port) => {
+      const c = await RawClient.connect(port, offer)
+      const frames = [
+        c.frame(Frame.Opcode.Text, deflate("before the bad one"), { rsv1: true }),
+        c.frame(Frame.Opcode.Text, Uint8Array.of(0xff, 0xff, 0xff, 0xff), { rsv1: true })
+      ]
+      if (thenClose) frames.push(c.frame(Frame.Opcode.Close, Frame.encodeClose(1000, "")))
+      await c.write(Buffer.concat(frames))
+      expect(inflate((await c.expectFrame(Frame.Opcode.Text)).payload)).toBe("before the bad one")
+      await c.expectClose(1007)
+      const ws = handle!
+      expect(await Effect.runPromise(ws.closed)).toMatchObject({ code: 1007, clean: false, initiator: "local" })
+      const received = await Effect.runPromise(Effect.flip(ws.receive))
+      expect(received.reason).toMatchObject({ _tag: "ProtocolViolation", code: 1007, connection: ws.id })
+    })
+  })
 })

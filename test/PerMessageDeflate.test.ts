@@ -5,9 +5,15 @@ import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as fc from "fast-check"
 import * as AsyncHooks from "node:async_hooks"
+import { Buffer } from "node:buffer"
+import * as Net from "node:net"
 import * as Zlib from "node:zlib"
+import { Compression } from "../src/internal/compression.ts"
+import { Driver } from "../src/internal/driver.ts"
+import * as Handshake from "../src/Handshake.ts"
 import * as PerMessageDeflate from "../src/PerMessageDeflate.ts"
 import { text as utf8 } from "./support/Bytes.ts"
+import { RawClient } from "./support/RawClient.ts"
 import { until } from "./support/Wait.ts"
 
 // -----------------------------------------------------------------------------
@@ -600,4 +606,123 @@ describe("decompression bomb", () => {
       expect(jobs.count()).toBeGreaterThan(8 * perMiB)
       expect(jobs.count()).toBeLessThan(32 * perMiB)
     }))
+})
+
+// -----------------------------------------------------------------------------
+// The run-time queues (internal/compression.ts) over a real codec
+// -----------------------------------------------------------------------------
+
+/**
+ * No message makes zlib's deflate fail through the public API (options are
+ * validated when the server is made, and a connection's codec is only closed
+ * after the connection ended); an internal fault is provoked here the way it
+ * would happen, with a real codec closed under a deflate in flight: at the
+ * Compression part, then through a connection's Driver over TCP (upgraded by
+ * hand, since the server never closes a live connection's codec).
+ */
+describe("Compression: a failing deflate", () => {
+  it.effect("is reported to the connection once; the sender in flight and the one queued behind it are told it failed; nothing goes out after it", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const codec = yield* PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults).pipe(Scope.provide(scope))
+      const sent: Array<{ readonly text: boolean; readonly compressed: boolean }> = []
+      let deflateFailed = 0
+      const compression = new Compression(codec, 16, 1 << 20, Effect.runPromiseExit, {
+        received: () => {},
+        inflated: () => {},
+        inflateFailed: () => {},
+        send: (_payload, text, compressed) => {
+          sent.push({ text, compressed })
+          return true
+        },
+        deflateFailed: () => void deflateFailed++
+      })
+      const done: Array<boolean | undefined> = [undefined, undefined]
+      // below the threshold: out at once, uncompressed; then one to deflate, in flight
+      compression.send(["short", "long enough to be deflated ".repeat(20)], (ok) => void (done[0] = ok))
+      compression.send(["queued behind it ".repeat(20)], (ok) => void (done[1] = ok))
+      expect(sent).toEqual([{ text: true, compressed: false }])
+      // the codec goes away under the deflate in flight
+      yield* Scope.close(scope, Exit.void)
+      yield* Effect.promise(() => until("both senders to be told", () => done.every((d) => d !== undefined)))
+      expect(done).toEqual([false, false])
+      expect(deflateFailed).toBe(1)
+      expect(sent).toEqual([{ text: true, compressed: false }])
+    }))
+
+  it("through a connection over TCP: Close 1011 on the wire; the send fails with ConnectionClosed; closed says 1011", async () => {
+    const scope = Scope.makeUnsafe()
+    const codec = Effect.runSync(PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults).pipe(Scope.provide(scope)))
+    const started: { driver?: Driver } = {}
+    const limits = {
+      maxMessageSize: 1 << 20,
+      closeTimeout: 500,
+      pingInterval: 0,
+      idleTimeout: 0,
+      maxLifetime: 0,
+      highWaterMark: 1 << 16,
+      maxBufferedAmount: 1 << 20,
+      overflow: "wait",
+      inboxHighWaterMark: 64
+    } as const
+    // the upgrade, by hand: the request head, a 101 with permessage-deflate, then the Driver
+    const server = Net.createServer((socket) => {
+      let head = Buffer.alloc(0)
+      const onHead = (chunk: Buffer) => {
+        head = Buffer.concat([head, chunk])
+        const end = head.indexOf("\r\n\r\n")
+        if (end < 0) return
+        socket.off("data", onHead)
+        socket.pause()
+        const key = /^sec-websocket-key: *(\S+)\r$/im.exec(head.toString("latin1"))![1]!
+        socket.write(Handshake.response101({ accept: Handshake.acceptKey(key), extensions: "permessage-deflate" }))
+        const request = {
+          method: "GET",
+          target: "/ws",
+          path: "/ws",
+          query: new URLSearchParams(),
+          params: {},
+          headers: new Map<string, string>(),
+          remoteAddress: socket.remoteAddress,
+          remotePort: socket.remotePort
+        }
+        started.driver = new Driver({
+          socket,
+          limits,
+          request,
+          protocol: undefined,
+          extensions: "permessage-deflate",
+          codec,
+          deflateThreshold: 0,
+          run: Effect.runPromiseExit,
+          clock: { now: Date.now() },
+          onEnd: () => {},
+          onOver: () => {}
+        })
+        started.driver.start(head.subarray(end + 4))
+      }
+      socket.on("data", onHead)
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    try {
+      const port = (server.address() as Net.AddressInfo).port
+      const c = await RawClient.connect(port, { allowRsv1: true, headers: { "Sec-WebSocket-Extensions": "permessage-deflate" } })
+      await until("the connection to start", () => started.driver !== undefined)
+      const ws = started.driver!.handle
+      // the codec goes away under the open connection: its next deflate fails
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      const sent = Effect.runPromiseExit(ws.send("compress me ".repeat(20)))
+      await c.expectClose(1011)
+      const exit = await sent
+      const error = Exit.findErrorOption(exit)
+      assert.isTrue(error._tag === "Some", `expected a failure, got ${String(exit)}`)
+      // (its code is 1005, "closing": the sender is told before the connection has its outcome)
+      expect(error._tag === "Some" ? error.value.reason : undefined).toMatchObject({ _tag: "ConnectionClosed", connection: ws.id })
+      expect(await Effect.runPromise(ws.closed)).toMatchObject({ code: 1011, clean: false, initiator: "local" })
+    } finally {
+      RawClient.destroyAll()
+      started.driver?.dispose()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  })
 })

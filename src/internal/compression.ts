@@ -50,6 +50,8 @@ interface Outbound {
 export class Compression {
   private inbound: Array<Inbound> = []
   private inflating = false
+  /** True while an inflated message is reported: its delivery (`receive`) is in order already. */
+  private delivering = false
   private outbound: Array<Outbound> = []
   private deflating = false
   /** Set when the connection is over: queued work is abandoned. */
@@ -82,9 +84,9 @@ export class Compression {
     return this.inbound.length + (this.inflating ? 1 : 0)
   }
 
-  /** A received message that needs no inflating: delivered now, or after the ones still inflating. */
+  /** A received message: delivered now, or after the ones still inflating (an inflated one is delivered now: this is its turn). */
   receive(message: Message): void {
-    if (!this.inflating && this.inbound.length === 0) return this.events.received(message)
+    if (this.delivering || (!this.inflating && this.inbound.length === 0)) return this.events.received(message)
     this.inbound.push({ compressed: false, message })
   }
 
@@ -105,8 +107,11 @@ export class Compression {
       void this.run(this.codec.inflate(next.data, this.maxMessageSize)).then((exit) => {
         this.inflating = false
         if (this.stopped) return
-        if (Exit.isSuccess(exit)) this.events.inflated(next.text, exit.value)
-        else {
+        if (Exit.isSuccess(exit)) {
+          this.delivering = true
+          this.events.inflated(next.text, exit.value)
+          this.delivering = false
+        } else {
           const error = exit.cause.reasons.find((r) => r._tag === "Fail")
           const failure = error?._tag === "Fail" ? error.error.failure : CloseReason.invalidPayload("inflate interrupted")
           this.inbound = []

@@ -38,7 +38,7 @@ export class Outbox {
   private scheduled = false
   /** True while the driver handles a received chunk: it flushes at the end, with no microtask in between. */
   batching = false
-  /** Set by the driver while it waits for the peer to read our writes: every flush asks to be told when written. */
+  /** Set by the transport while it waits for the peer to read our writes: every flush asks to be told when written. */
   watch = false
   /** Set once nothing more will be written: waiters are released for good. */
   private ended = false
