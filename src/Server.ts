@@ -1,9 +1,10 @@
 /**
- * The running server: listening, the HTTP upgrade, one scope and fiber per
- * connection, graceful shutdown. It is the only module that makes decisions
- * about resources and time; the protocol's decisions come from
- * `Connection.step` (through the internal `Driver`) and the handshake's from
- * `Handshake`.
+ * websock's own server: a `node:net` listener, the request head read under
+ * `maxHeadSize` and `handshakeTimeout`, then the engine (internal/engine.ts:
+ * the upgrade, one scope and fiber per connection, graceful shutdown), which
+ * `Upgrade` also feeds from a `node:http` server's `upgrade` event. The
+ * protocol's decisions come from `Connection.step` (through the internal
+ * `Driver`) and the handshake's from `Handshake`.
  *
  * ```ts
  * import { Effect, Stream } from "effect"
@@ -19,12 +20,12 @@
  * ```
  *
  * Lifecycle of a connection: the socket is accepted paused; its request head
- * is read under `maxHeadSize` and `handshakeTimeout`; the route, the request
- * and the extensions are validated (an HTTP error answers anything wrong);
- * the 101 is written; then a `Driver` (internal/driver.ts) runs the socket and the
- * route's handler runs in a fiber of the connection's own scope. The
- * connection ends when the closing handshake is over, the socket is closed,
- * and the handler has returned.
+ * is read; the request, the route, its Origin allow-list and upgrade decision
+ * and the extensions are checked (an HTTP error answers anything wrong); the
+ * 101 is written; then a `Driver` runs the socket and the route's handler
+ * runs in a fiber of the connection's own scope. The connection ends when
+ * the closing handshake is over, the socket is closed, and the handler has
+ * returned.
  *
  * @since 0.1.0
  */
