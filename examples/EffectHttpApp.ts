@@ -74,15 +74,27 @@ const Rpcs = RpcServer.layer(EchoRpcs).pipe(
 )
 
 /**
+ * The routes, for any `HttpRouter.serve`.
+ *
+ * @since 0.2.0
+ */
+export const Routes = Layer.mergeAll(Health, Echo, Rpcs)
+
+/**
+ * websock's settings here: Autobahn's largest cases pass (16 MiB messages,
+ * 4 MiB in 64-byte fragments), and compression whenever a client offers it.
+ *
+ * @since 0.2.0
+ */
+export const websock: NodeHttpServer.WebsockOptions = { maxMessageSize: 64 * 1024 * 1024, maxConnections: 100_000, compression: {} }
+
+/**
  * The app, on websock's `NodeHttpServer.layer`.
  *
  * @since 0.2.0
  */
-export const EffectHttpApp = HttpRouter.serve(Layer.mergeAll(Health, Echo, Rpcs)).pipe(
-  Layer.provide(NodeHttpServer.layer(Http.createServer, {
-    port,
-    websock: { maxMessageSize: 64 * 1024 * 1024, maxConnections: 100_000, compression: {} }
-  }))
+export const EffectHttpApp = HttpRouter.serve(Routes).pipe(
+  Layer.provide(NodeHttpServer.layer(Http.createServer, { port, websock }))
 )
 
 if (import.meta.main) NodeRuntime.runMain(Layer.launch(EffectHttpApp))

@@ -1,0 +1,493 @@
+/**
+ * websock as the WebSocket engine of Effect's HTTP server
+ * (`websock/NodeHttpServer`), over real sockets: the `ws` client, Node's
+ * built-in `WebSocket`, Effect's `HttpClient` and RPC clients, and raw TCP
+ * where bytes matter. Routes are Effect `HttpRouter` routes written with
+ * Effect's Socket API; what proves websock is underneath is what ws would
+ * not do (1009 at websock's `maxMessageSize`, websock's keepalive Pings,
+ * writes that wait for the peer, per-route subprotocols and 101 headers,
+ * a prompt 1001 at shutdown). The last block pins what websock relies on of
+ * @effect/platform-node, so that an upgrade of it that changes those
+ * internals fails here.
+ */
+import * as PlatformNodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpRouter from "effect/http/HttpRouter"
+import * as HttpServer from "effect/http/HttpServer"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import * as Socket from "effect/socket/Socket"
+import * as Stream from "effect/Stream"
+import type * as Http from "node:http"
+import { createServer } from "node:http"
+import type * as Net from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
+import { WebSocket as WsClient } from "ws"
+import { Routes } from "../examples/EffectHttpApp.ts"
+import { InvalidOption, ServerError } from "../src/Errors.ts"
+import * as NodeHttpServer from "../src/NodeHttpServer.ts"
+import * as Logs from "./support/Logs.ts"
+import { RawClient } from "./support/RawClient.ts"
+import { until, within } from "./support/Wait.ts"
+
+/** `within` with this file's bound, what first. */
+const bounded = <A>(what: string, promise: Promise<A>, timeout = 3_000): Promise<A> => within(promise, timeout, what)
+
+/** No keepalive or idle timeout (they would add frames to what a test expects), short close and shutdown timers. */
+const testWebsock: NodeHttpServer.WebsockOptions = { pingInterval: 0, idleTimeout: 0, closeTimeout: 500, shutdownTimeout: 1_000 }
+
+interface Started {
+  readonly port: number
+  readonly url: string
+  readonly logs: ReadonlyArray<Logs.Entry>
+  /** The server's side of every TCP connection it accepted. */
+  readonly sockets: ReadonlyArray<Net.Socket>
+  readonly http: Http.Server
+  /** Closes the layer's scope (websock's shutdown, then Effect's). */
+  readonly close: () => Promise<void>
+}
+
+const portOf = (server: HttpServer.HttpServer["Service"]): number => (server.address as { readonly port: number }).port
+
+const opened: Array<() => Promise<void>> = []
+const clients: Array<WsClient | WebSocket> = []
+afterEach(async () => {
+  RawClient.destroyAll()
+  for (const client of clients.splice(0)) client instanceof WsClient ? client.terminate() : client.close()
+  for (const close of opened.splice(0).reverse()) await close()
+})
+
+/** Serves `routes` with `HttpRouter.serve` on websock's `NodeHttpServer.layer`, on 127.0.0.1 and a free port. */
+const start = async (
+  routes: Layer.Layer<never, any, any>,
+  options: Partial<NodeHttpServer.Options> & { readonly logger?: boolean } = {}
+): Promise<Started> => {
+  const { logger = false, websock, ...rest } = options
+  const logs = Logs.capture()
+  const scope = Scope.makeUnsafe()
+  const sockets: Array<Net.Socket> = []
+  let http: Http.Server | undefined = undefined
+  const evaluate = () => {
+    http = createServer()
+    http.on("connection", (socket) => sockets.push(socket))
+    return http
+  }
+  const app = HttpRouter.serve(routes, { disableListenLog: true, disableLogger: !logger }).pipe(
+    Layer.provideMerge(NodeHttpServer.layer(evaluate, { port: 0, host: "127.0.0.1", ...rest, websock: { ...testWebsock, ...websock } }))
+  )
+  const context = await Effect.runPromise(Layer.buildWithScope(app, scope).pipe(logs.provide) as Effect.Effect<Context.Context<HttpServer.HttpServer>, unknown>)
+  const port = portOf(Context.get(context, HttpServer.HttpServer))
+  let closing: Promise<void> | undefined = undefined
+  const close = () => (closing ??= Effect.runPromise(Scope.close(scope, Exit.void)))
+  opened.push(close)
+  return { port, url: `ws://127.0.0.1:${port}`, logs: logs.entries, sockets, http: http!, close }
+}
+
+/** A `ws` client, open, with what it receives recorded. */
+interface WsOpen {
+  readonly ws: WsClient
+  readonly response: Http.IncomingMessage
+  readonly messages: Array<string>
+  readonly pings: { count: number }
+  readonly closed: Promise<{ readonly code: number; readonly reason: string }>
+}
+
+const connectWs = (url: string, protocols: Array<string> = []): Promise<WsOpen> =>
+  bounded(
+    `the ws client's handshake with ${url}`,
+    new Promise<WsOpen>((resolve, reject) => {
+      const ws = new WsClient(url, protocols)
+      clients.push(ws)
+      const messages: Array<string> = []
+      const pings = { count: 0 }
+      ws.on("message", (data) => messages.push(String(data)))
+      ws.on("ping", () => pings.count++)
+      const closed = new Promise<{ code: number; reason: string }>((done) =>
+        ws.once("close", (code, reason) => done({ code, reason: String(reason) }))
+      )
+      ws.once("upgrade", (response) => ws.once("open", () => resolve({ ws, response, messages, pings, closed })))
+      ws.once("unexpected-response", (_, response) => reject(new Error(`unexpected ${response.statusCode}`)))
+      ws.once("error", reject)
+    })
+  )
+
+/** The status a `ws` client's handshake was refused with. */
+const refusedWith = (url: string, protocols: Array<string> = []): Promise<number> =>
+  bounded(
+    `the refusal of ${url}`,
+    new Promise<number>((resolve, reject) => {
+      const ws = new WsClient(url, protocols)
+      clients.push(ws)
+      ws.once("unexpected-response", (_, response) => {
+        resolve(response.statusCode ?? 0)
+        response.resume()
+        ws.terminate()
+      })
+      ws.once("open", () => reject(new Error("the handshake was accepted")))
+      ws.once("error", () => {})
+    })
+  )
+
+const nextMessage = (client: WsOpen, count: number): Promise<ReadonlyArray<string>> =>
+  until(`${count} messages`, () => client.messages.length >= count).then(() => client.messages.slice(0, count))
+
+// -----------------------------------------------------------------------------
+// Routes written with Effect's Socket API
+// -----------------------------------------------------------------------------
+
+/** Every message back until the peer closes (the example's echo, over a path of our choosing). */
+const echoOn = (path: `/${string}`) =>
+  HttpRouter.add(
+    "GET",
+    path,
+    Effect.gen(function*() {
+      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
+      const { pull } = yield* socket.reader
+      const { writeAll } = yield* socket.writer
+      while (true) yield* writeAll(yield* pull)
+    }).pipe(Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void), Effect.as(HttpServerResponse.empty()))
+  )
+
+/** Takes one message, then ends as `end` says (the socket closes with the scope's exit). */
+const oneMessageThen = (path: `/${string}`, end: Effect.Effect<void, string>) =>
+  HttpRouter.add(
+    "GET",
+    path,
+    Effect.gen(function*() {
+      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
+      const { pull } = yield* socket.reader
+      yield* pull
+      yield* end
+      return HttpServerResponse.empty()
+    })
+  )
+
+describe("Effect's HttpServer on websock", () => {
+  it("serves GET /health through Effect's HttpClient (layerTest) and the example's /ws echo to the ws client and Node's WebSocket, on one port", async () => {
+    const client = await Effect.runPromise(
+      Effect.gen(function*() {
+        const response = yield* HttpClient.get("/health")
+        const body = yield* response.text
+        const server = yield* HttpServer.HttpServer
+        return { status: response.status, body, port: portOf(server) }
+      }).pipe(
+        Effect.flatMap(({ body, port, status }) =>
+          Effect.promise(async () => {
+            const ws = await connectWs(`ws://127.0.0.1:${port}/ws`)
+            ws.ws.send("hello")
+            ws.ws.send(new Uint8Array([1, 2, 3]))
+            const echoed = await nextMessage(ws, 2)
+            const global = new WebSocket(`ws://127.0.0.1:${port}/ws`)
+            clients.push(global)
+            global.binaryType = "arraybuffer"
+            const received: Array<unknown> = []
+            global.onmessage = (event) => received.push(event.data)
+            await bounded("Node's WebSocket to open", new Promise((resolve) => (global.onopen = resolve)))
+            global.send("from Node's client")
+            await until("the echo to Node's WebSocket", () => received.length === 1)
+            return { status, body, echoed, global: received[0] }
+          })
+        ),
+        Effect.provide(HttpRouter.serve(Routes, { disableListenLog: true, disableLogger: true }).pipe(Layer.provideMerge(NodeHttpServer.layerTest))),
+        Effect.scoped
+      )
+    )
+    expect(client.status).toBe(200)
+    expect(client.body).toBe("ok")
+    expect(client.echoed).toEqual(["hello", "\u0001\u0002\u0003"])
+    expect(client.global).toBe("from Node's client")
+  })
+
+  it("is websock underneath: its keepalive Pings arrive, and a message over its maxMessageSize closes with 1009", async () => {
+    const server = await start(echoOn("/ws"), { websock: { maxMessageSize: 1024, pingInterval: 50 } })
+    const client = await connectWs(`${server.url}/ws`)
+    // ws has neither: no Pings of its own, and 100 MiB as its default maxPayload.
+    await until("two of websock's keepalive Pings", () => client.pings.count >= 2)
+    client.ws.send("x".repeat(1024))
+    await nextMessage(client, 1)
+    client.ws.send("x".repeat(1025))
+    expect((await bounded("the close", client.closed)).code).toBe(1009)
+  })
+
+  it("closes with 1000, 1011 and 1001 when the route succeeds, fails and is interrupted", async () => {
+    const server = await start(Layer.mergeAll(
+      oneMessageThen("/success", Effect.void),
+      oneMessageThen("/failure", Effect.fail("the route failed")),
+      oneMessageThen("/interrupt", Effect.interrupt)
+    ))
+    const codes: Record<string, number> = {}
+    for (const path of ["/success", "/failure", "/interrupt"]) {
+      const client = await connectWs(`${server.url}${path}`)
+      client.ws.send("go")
+      codes[path] = (await bounded(`the close of ${path}`, client.closed)).code
+    }
+    expect(codes).toEqual({ "/success": 1000, "/failure": 1011, "/interrupt": 1001 })
+  })
+
+  it("shuts down with 1001 to every connection at once, well before Effect's gracefulShutdownTimeout, then closes the HTTP server", async () => {
+    const server = await start(echoOn("/ws"), { gracefulShutdownTimeout: "20 seconds", websock: { shutdownTimeout: "20 seconds" } })
+    const a = await connectWs(`${server.url}/ws`)
+    const b = await connectWs(`${server.url}/ws`)
+    const closes: Array<number> = []
+    void a.closed.then(({ code }) => closes.push(code))
+    void b.closed.then(({ code }) => closes.push(code))
+    const started = performance.now()
+    await bounded("the shutdown", server.close(), 25_000)
+    const elapsed = performance.now() - started
+    // Both clients had their Close (and the TCP close) when the shutdown returned.
+    expect(closes).toEqual([1001, 1001])
+    expect(server.http.listening).toBe(false)
+    expect(elapsed).toBeLessThan(5_000)
+  }, 30_000)
+})
+
+describe("a route's own WebSocket settings", () => {
+  /** An echo whose upgrade sends `headers` in the 101, under `options`. */
+  const routeWith = (path: `/${string}`, options: NodeHttpServer.RouteOptions, headers?: Record<string, string>) =>
+    HttpRouter.add(
+      "GET",
+      path,
+      Effect.gen(function*() {
+        const request = yield* HttpServerRequest.HttpServerRequest
+        const socket = yield* request.upgradeWith({ headers })
+        const { pull } = yield* socket.reader
+        const { writeAll } = yield* socket.writer
+        while (true) yield* writeAll(yield* pull)
+      }).pipe(
+        Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void),
+        Effect.as(HttpServerResponse.empty()),
+        NodeHttpServer.withRouteOptions(options)
+      )
+    )
+
+  it("chooses the subprotocol with the route's protocol, and sends upgradeWith's headers in the 101 (ws would take the first offered, and refuse the headers)", async () => {
+    const server = await start(Layer.mergeAll(
+      routeWith("/chat", { protocol: (offered) => offered.includes("chat.v2") ? "chat.v2" : undefined }, {
+        "set-cookie": "session=abc; HttpOnly",
+        "x-route": "chat"
+      }),
+      echoOn("/plain")
+    ))
+    const chat = await connectWs(`${server.url}/chat`, ["chat.v1", "chat.v2"])
+    expect(chat.ws.protocol).toBe("chat.v2")
+    expect(chat.response.headers["set-cookie"]).toEqual(["session=abc; HttpOnly"])
+    expect(chat.response.headers["x-route"]).toBe("chat")
+    chat.ws.send("over chat.v2")
+    expect(await nextMessage(chat, 1)).toEqual(["over chat.v2"])
+    // Without a protocol of its own, a route chooses none of the offered ones.
+    const plain = await RawClient.connect(server.port, { path: "/plain", headers: { "Sec-WebSocket-Protocol": "chat.v1, chat.v2" } })
+    expect(plain.response.headers.has("sec-websocket-protocol")).toBe(false)
+  })
+
+  it("applies the route's limits in place of the server's: 1009 beyond its maxMessageSize, while another route takes the message", async () => {
+    const server = await start(Layer.mergeAll(routeWith("/small", { maxMessageSize: 16 }), echoOn("/ws")))
+    const big = await connectWs(`${server.url}/ws`)
+    big.ws.send("x".repeat(17))
+    expect(await nextMessage(big, 1)).toEqual(["x".repeat(17)])
+    const small = await connectWs(`${server.url}/small`)
+    small.ws.send("x".repeat(16))
+    await nextMessage(small, 1)
+    small.ws.send("x".repeat(17))
+    expect((await bounded("the close", small.closed)).code).toBe(1009)
+  })
+
+  it("fails the upgrade with an HttpServerError, before any 101, for a header the handshake owns and for an invalid route setting", async () => {
+    const failures: Array<unknown> = []
+    const recorded = (path: `/${string}`, upgrade: Effect.Effect<Socket.Socket, unknown, HttpServerRequest.HttpServerRequest>) =>
+      HttpRouter.add(
+        "GET",
+        path,
+        Effect.gen(function*() {
+          const socket = yield* upgrade
+          yield* socket.reader
+          return HttpServerResponse.empty()
+        }).pipe(Effect.tapError((error) => Effect.sync(() => failures.push(error))))
+      )
+    const server = await start(Layer.mergeAll(
+      recorded("/reserved", Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => r.upgradeWith({ headers: { "sec-websocket-protocol": "x" } }))),
+      recorded("/invalid", Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => r.upgrade).pipe(NodeHttpServer.withRouteOptions({ maxMessageSize: 0 })))
+    ))
+    expect(await refusedWith(`${server.url}/reserved`)).toBe(500)
+    expect(await refusedWith(`${server.url}/invalid`)).toBe(500)
+    expect(failures).toHaveLength(2)
+    const [reserved, invalid] = failures as Array<{ readonly _tag: string; readonly reason: { readonly _tag: string; readonly description: string; readonly cause: unknown } }>
+    expect(reserved!._tag).toBe("HttpServerError")
+    expect(reserved!.reason._tag).toBe("InternalError")
+    expect(reserved!.reason.description).toContain("sec-websocket-protocol")
+    expect(invalid!.reason._tag).toBe("InternalError")
+    expect(invalid!.reason.cause).toBeInstanceOf(InvalidOption)
+    expect((invalid!.reason.cause as InvalidOption).option).toBe("maxMessageSize")
+  })
+})
+
+describe("the handshake and Effect's HTTP side", () => {
+  it("answers a handshake websock refuses (version 12) with exactly one 426, and the route's reader fails", async () => {
+    const failures: Array<Socket.SocketError> = []
+    const server = await start(HttpRouter.add(
+      "GET",
+      "/ws",
+      Effect.gen(function*() {
+        const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
+        yield* socket.reader
+        return HttpServerResponse.empty()
+      }).pipe(Effect.tapError((error) => Effect.sync(() => Socket.isSocketError(error) && failures.push(error))))
+    ))
+    const client = await RawClient.request(server.port, { path: "/ws", headers: { "Sec-WebSocket-Version": "12" } })
+    expect(client.response.status).toBe(426)
+    expect(client.response.headers.get("sec-websocket-version")).toBe("13")
+    const rest = Buffer.from(await client.expectEnd()).toString("latin1")
+    expect(rest).not.toContain("HTTP/1.1")
+    client.end()
+    await until("the route's reader to fail", () => failures.length === 1)
+    expect(failures[0]!.reason._tag).toBe("SocketOpenError")
+  })
+
+  it("reports the upgrade as a 101 to Effect's HTTP logger", async () => {
+    const server = await start(echoOn("/ws"), { logger: true })
+    const client = await connectWs(`${server.url}/ws`)
+    client.ws.close(1000)
+    await bounded("the close", client.closed)
+    await until("the request's log line", () => server.logs.some((e) => e.annotations["http.url"] === "/ws"))
+    const line = server.logs.find((e) => e.annotations["http.url"] === "/ws")!
+    expect(line.annotations["http.status"]).toBe(101)
+  })
+
+  it("serves upgradeChannel: the route's stream out, the client's messages in, then 1000", async () => {
+    const received: Array<string> = []
+    const server = await start(HttpRouter.add(
+      "GET",
+      "/channel",
+      Stream.make("hello from the channel").pipe(
+        Stream.pipeThroughChannel(HttpServerRequest.upgradeChannel()),
+        Stream.decodeText(),
+        Stream.take(1),
+        Stream.runForEach((text) => Effect.sync(() => received.push(text))),
+        Effect.as(HttpServerResponse.empty())
+      )
+    ))
+    const client = await connectWs(`${server.url}/channel`)
+    expect(await nextMessage(client, 1)).toEqual(["hello from the channel"])
+    client.ws.send("hi")
+    expect((await bounded("the close", client.closed)).code).toBe(1000)
+    expect(received).toEqual(["hi"])
+  })
+
+  it("leaves another Upgrade protocol to Effect's raw upgrade, with upgradeWith's headers", async () => {
+    const server = await start(HttpRouter.add(
+      "GET",
+      "/raw",
+      Effect.gen(function*() {
+        const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgradeWith({ headers: { "x-raw": "yes" } })
+        const { pull } = yield* socket.reader
+        const { write } = yield* socket.writer
+        for (const chunk of yield* pull) yield* write(chunk)
+        return HttpServerResponse.empty()
+      })
+    ))
+    const { connect } = await import("node:net")
+    const socket = connect({ port: server.port, host: "127.0.0.1" })
+    opened.push(async () => void socket.destroy())
+    let received = ""
+    socket.on("data", (chunk) => (received += chunk.toString("latin1")))
+    socket.write("GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+    await until("the 101", () => received.includes("\r\n\r\n"))
+    expect(received).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/)
+    expect(received.toLowerCase()).toContain("x-raw: yes")
+    expect(received.toLowerCase()).toContain("upgrade: echo")
+    const head = received.length
+    socket.write("raw bytes")
+    await until("the raw echo", () => received.length >= head + "raw bytes".length)
+    expect(received.slice(head)).toBe("raw bytes")
+  })
+
+  it("lets a route's writes wait while the peer does not read (memory stays near highWaterMark), and go on once it reads", async () => {
+    const chunk = new Uint8Array(64 * 1024)
+    const total = 256 // 16 MiB
+    let started = 0
+    let done = 0
+    const server = await start(
+      HttpRouter.add(
+        "GET",
+        "/flood",
+        Effect.gen(function*() {
+          const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
+          yield* socket.reader
+          const { write } = yield* socket.writer
+          for (let i = 0; i < total; i++) {
+            started++
+            yield* write(chunk)
+            done++
+          }
+          return HttpServerResponse.empty()
+        }).pipe(NodeHttpServer.withRouteOptions({ highWaterMark: 64 * 1024 }))
+      )
+    )
+    const client = await RawClient.connect(server.port, { path: "/flood" })
+    client.socket.pause()
+    const serverSide = server.sockets.at(-1)!
+    // Either the writes wait for the peer (one pending, the socket's buffer
+    // full), or, without backpressure, they all complete at once.
+    await until(
+      "the route's writes to wait, or to finish",
+      () => done === total || (started > done && serverSide.writableLength > 0),
+      5_000,
+      () => `${done} written, ${serverSide.writableLength} bytes in the socket's buffer`
+    )
+    expect(done).toBeLessThan(total)
+    expect(serverSide.writableLength).toBeLessThanOrEqual(2 * chunk.length + 64)
+    client.socket.resume()
+    for (let i = 0; i < total; i++) expect((await client.expectBinary(5_000)).length).toBe(chunk.length)
+    expect(done).toBe(total)
+  }, 20_000)
+})
+
+describe("settings", () => {
+  it("fails with ServerError (InvalidOption naming the setting) before listening: a bad websock setting, and ws's `websocket` options", async () => {
+    let evaluated = 0
+    const evaluate = () => {
+      evaluated++
+      return createServer()
+    }
+    const failure = async (options: NodeHttpServer.Options) => {
+      const exit = await Effect.runPromiseExit(Layer.build(NodeHttpServer.layer(evaluate, options)).pipe(Effect.scoped))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail")?.error : undefined
+      expect(error).toBeInstanceOf(ServerError)
+      return (error as ServerError).reason as InvalidOption
+    }
+    expect((await failure({ port: 0, websock: { maxMessageSize: -1 } })).option).toBe("maxMessageSize")
+    expect((await failure({ port: 0, websock: { overflow: "never" as never } })).option).toBe("overflow")
+    expect((await failure({ port: 0, websocket: { perMessageDeflate: true } } as NodeHttpServer.Options)).option).toBe("websocket")
+    expect(evaluated).toBe(0)
+  })
+
+  it("layerConfig reads websock's settings from Effect Config: maxMessageSize from config closes a larger message with 1009", async () => {
+    const ConfigProvider = await import("effect/ConfigProvider")
+    const Config = await import("effect/Config")
+    const scope = Scope.makeUnsafe()
+    opened.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    const context = await Effect.runPromise(
+      Layer.buildWithScope(
+        HttpRouter.serve(echoOn("/ws"), { disableListenLog: true, disableLogger: true }).pipe(
+          Layer.provideMerge(NodeHttpServer.layerConfig(createServer, {
+            port: Config.Int("PORT"),
+            host: Config.succeed("127.0.0.1"),
+            websock: { maxMessageSize: Config.Int("MAX_MESSAGE_SIZE"), pingInterval: Config.succeed(0) }
+          })),
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ PORT: "0", MAX_MESSAGE_SIZE: "16" })))
+        ),
+        scope
+      ).pipe(Logs.capture().provide)
+    )
+    const client = await connectWs(`ws://127.0.0.1:${portOf(Context.get(context, HttpServer.HttpServer))}/ws`)
+    client.ws.send("x".repeat(17))
+    expect((await bounded("the close", client.closed)).code).toBe(1009)
+  })
+})
