@@ -54,12 +54,11 @@ import type * as FileSystem from "effect/FileSystem"
 import { dual } from "effect/Function"
 import type * as Etag from "effect/http/Etag"
 import * as FetchHttpClient from "effect/http/FetchHttpClient"
-import * as Headers from "effect/http/Headers"
 import type { HttpClient } from "effect/http/HttpClient"
 import type * as HttpMiddleware from "effect/http/HttpMiddleware"
 import type * as HttpPlatform from "effect/http/HttpPlatform"
 import * as HttpServer from "effect/http/HttpServer"
-import { HttpServerError, InternalError, type ServeError } from "effect/http/HttpServerError"
+import type { ServeError } from "effect/http/HttpServerError"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import type { HttpServerResponse } from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
@@ -68,13 +67,10 @@ import * as Scope from "effect/Scope"
 import * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidOption, ServerError } from "./Errors.ts"
-import * as Handshake from "./Handshake.ts"
-import * as EffectSocket from "./internal/effectSocket.ts"
+import * as EffectUpgrade from "./internal/effectUpgrade.ts"
 import * as Engine from "./internal/engine.ts"
-import * as Incoming from "./internal/incoming.ts"
 import * as Settings from "./internal/settings.ts"
 import type * as Server from "./Server.ts"
-import type * as WebSocket from "./WebSocket.ts"
 
 /**
  * websock's settings for the server's WebSocket connections: those of
@@ -300,10 +296,13 @@ const resolve = <A>(f: () => A): Effect.Effect<A, ServerError> =>
 
 /**
  * Effect's `serve`, with its `upgrade` listener swapped for one that runs
- * websock's engine. Finalizers run in reverse: websock's listener goes,
- * its connections get 1001 and close, the routes still upgraded are
- * interrupted, then Effect's own shutdown runs (`server.close`, no
- * WebSocket left to wait for).
+ * websock's engine. websock's part has a scope of its own, added after
+ * Effect's finalizers: websock's connections get 1001 and their closing
+ * handshakes are awaited, then its listener goes and the upgrade requests
+ * still running are interrupted; in a sequential scope (a layer's) that is
+ * all over before Effect's shutdown starts (`server.close`, then no
+ * WebSocket left to wait for), in a parallel one it runs beside it, and
+ * `server.close` waits only for those closing handshakes.
  */
 const serve = (
   server: UpgradeEmitter,
@@ -326,12 +325,14 @@ const serve = (
       )
     }
     server.off("upgrade", added[0]!)
-    // The upgrade requests' fibers: closed after websock's connections.
-    const requests = Scope.forkUnsafe(serveScope, "parallel")
+    const scope = Scope.forkUnsafe(serveScope, "sequential")
+    // The upgrade requests' fibers: interrupted after websock's connections are closed.
+    const requests = Scope.forkUnsafe(scope, "parallel")
     let listener: UpgradeListener | undefined = undefined
-    yield* Scope.addFinalizer(serveScope, Effect.sync(() => listener !== undefined && server.off("upgrade", listener)))
-    const engine = yield* Engine.make(settings)
-    const upgrades = makeUpgrades(engine, websock)
+    yield* Scope.addFinalizer(scope, Effect.sync(() => listener !== undefined && server.off("upgrade", listener)))
+    // Until its shutdown is over, websock answers new upgrades (503).
+    const engine = yield* Scope.provide(Engine.make(settings), scope)
+    const upgrades = EffectUpgrade.make(engine, websock, CurrentRouteOptions, noRouteOptions)
     const withRequest = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.updateService(effect, HttpServerRequest.HttpServerRequest, (request) => upgrades.request(request))
     const handler: UpgradeListener = yield* PlatformNodeHttpServer.makeUpgradeHandler(
@@ -344,136 +345,3 @@ const serve = (
     listener = handler
     server.on("upgrade", handler)
   })
-
-/** One upgrade, from the route's `upgrade` to the engine's `handleUpgrade`. */
-interface Pending {
-  readonly route: RouteParts
-  /** The 101's headers, from `upgradeWith`. */
-  readonly headers: ReadonlyArray<readonly [string, string]> | undefined
-  /** Set once upgraded. */
-  connection: WebSocket.WebSocketConnection | undefined
-}
-
-/** What a route sets of its connections. */
-interface RouteParts {
-  readonly protocol: ((offered: ReadonlyArray<string>) => string | undefined) | undefined
-  readonly origins: ReadonlySet<string> | undefined
-  readonly connection: Settings.Connection | undefined
-}
-
-/**
- * The engine as Effect's `makeUpgradeHandler` takes ws's server
- * (`handleUpgrade` is all it calls), and the request the routes see.
- */
-const makeUpgrades = (engine: Engine.Engine, websock: WebsockOptions) => {
-  const pending = new WeakMap<Http.IncomingMessage, Pending>()
-  const serverOrigins = Settings.origins("origins", websock.origins)
-  const serverParts: RouteParts = { protocol: undefined, origins: serverOrigins, connection: undefined }
-  const resolved = new WeakMap<RouteOptions, RouteParts | InvalidOption>()
-
-  const routeParts = (options: RouteOptions): RouteParts | InvalidOption => {
-    if (options === noRouteOptions) return serverParts
-    const cached = resolved.get(options)
-    if (cached !== undefined) return cached
-    let parts: RouteParts | InvalidOption
-    try {
-      const { origins, protocol, ...connection } = options
-      if (protocol !== undefined && typeof protocol !== "function") {
-        throw new InvalidOption({ option: "protocol", problem: "must be a function of the offered subprotocols" })
-      }
-      const merged = { ...websock }
-      for (const [key, value] of Object.entries(connection)) if (value !== undefined) Object.assign(merged, { [key]: value })
-      parts = {
-        protocol,
-        origins: origins === undefined ? serverOrigins : Settings.origins("origins", origins),
-        connection: Settings.connection(merged)
-      }
-    } catch (error) {
-      parts = error instanceof InvalidOption ? error : new InvalidOption({ option: "CurrentRouteOptions", problem: String(error) })
-    }
-    resolved.set(options, parts)
-    return parts
-  }
-
-  const handleUpgrade = (
-    request: Http.IncomingMessage,
-    socket: Duplex,
-    head: Buffer,
-    callback: (ws: EffectSocket.WebSocketLike) => void
-  ): void => {
-    const upgrade = pending.get(request)
-    pending.delete(request)
-    const parts = upgrade?.route ?? serverParts
-    const limits = (parts.connection ?? engine.settings).limits
-    const route: Settings.ResolvedRoute = {
-      // The connection lives until websock's closing handshake is over; the
-      // route closes it (Effect's socket closes with 1000, 1001 or 1011).
-      handler: (connection) =>
-        Effect.suspend(() => {
-          if (upgrade !== undefined) upgrade.connection = connection
-          callback(new EffectSocket.WebSocketLike(connection, engine.runFork, { pump: upgrade === undefined, overflow: limits.overflow }))
-          return Effect.never
-        }),
-      upgrade: undefined,
-      protocol: parts.protocol === undefined ? undefined : (offered) => parts.protocol!(offered),
-      headers: upgrade?.headers === undefined ? undefined : () => upgrade.headers!,
-      origins: parts.origins,
-      connection: parts.connection
-    }
-    // A refused handshake is answered here and never calls back: Effect
-    // fails the route's reader when the socket closes.
-    Incoming.handleUpgrade(engine, request, socket, head, { value: route, params: {} })
-  }
-
-  /** The route's request: its WebSocket `upgrade` is websock's. */
-  const upgradeRequest = (request: HttpServerRequest.HttpServerRequest): HttpServerRequest.HttpServerRequest => {
-    const upgradeWith = (options: { readonly headers?: Headers.Input | undefined }) => {
-      const source = request.source as Http.IncomingMessage
-      const protocol = source.headers.upgrade
-      // As Effect tells them apart: another protocol is Effect's raw upgrade.
-      if (protocol !== undefined && protocol.toLowerCase() !== "websocket") return request.upgradeWith(options)
-      return Effect.gen(function*() {
-        const parts = routeParts(yield* CurrentRouteOptions)
-        if (parts instanceof InvalidOption) return yield* upgradeError(request, parts.message, parts)
-        const headers = yield* responseHeaders(request, options.headers)
-        const effectSocket = yield* request.upgradeWith({})
-        const acquire = Effect.gen(function*() {
-          const upgrade: Pending = { route: parts, headers, connection: undefined }
-          pending.set(source, upgrade)
-          // Effect's reader runs the handshake (through `handleUpgrade`), marks
-          // the response as the 101, and closes with the scope's exit.
-          yield* effectSocket.reader
-          if (upgrade.connection === undefined) {
-            return yield* Effect.die(new Error("websock/NodeHttpServer: the upgrade did not reach websock's engine"))
-          }
-          return upgrade.connection
-        })
-        return EffectSocket.toSocket(acquire, engine.runFork)
-      })
-    }
-    return Object.create(request, {
-      upgrade: { get: () => upgradeWith({}) },
-      upgradeWith: { value: upgradeWith },
-      modify: { value: (options: Parameters<HttpServerRequest.HttpServerRequest["modify"]>[0]) => upgradeRequest(request.modify(options)) }
-    })
-  }
-
-  return { wss: { handleUpgrade }, request: upgradeRequest }
-}
-
-const upgradeError = (request: HttpServerRequest.HttpServerRequest, description: string, cause?: unknown) =>
-  Effect.fail(new HttpServerError({ reason: new InternalError({ request, description, cause }) }))
-
-/** The 101's headers from `upgradeWith`, checked as Effect checks them for other upgrades. */
-const responseHeaders = (
-  request: HttpServerRequest.HttpServerRequest,
-  input: Headers.Input | undefined
-): Effect.Effect<ReadonlyArray<readonly [string, string]> | undefined, HttpServerError> => {
-  if (input === undefined) return Effect.succeed(undefined)
-  const headers = Object.entries(Headers.fromInput(input))
-  for (const [name, value] of headers) {
-    if (Handshake.isReserved101Header(name)) return upgradeError(request, `WebSocket upgrade responses cannot set the ${name} header`)
-    if (!Handshake.isValidHeader(name, value)) return upgradeError(request, `Invalid upgrade response header: ${name}`)
-  }
-  return Effect.succeed(headers.length === 0 ? undefined : headers)
-}

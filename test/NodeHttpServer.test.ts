@@ -11,6 +11,8 @@
  * internals fails here.
  */
 import * as PlatformNodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as NodeWS from "@effect/platform-node/NodeWS"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -22,6 +24,11 @@ import * as HttpServer from "effect/http/HttpServer"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
+import * as Rpc from "effect/rpc/Rpc"
+import * as RpcClient from "effect/rpc/RpcClient"
+import * as RpcSerialization from "effect/rpc/RpcSerialization"
+import * as RpcServer from "effect/rpc/RpcServer"
+import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
@@ -30,8 +37,11 @@ import { createServer } from "node:http"
 import type * as Net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { WebSocket as WsClient } from "ws"
-import { Routes } from "../examples/EffectHttpApp.ts"
+import { EchoRpcs, Routes } from "../examples/EffectHttpApp.ts"
 import { InvalidOption, ServerError } from "../src/Errors.ts"
+import * as EffectUpgrade from "../src/internal/effectUpgrade.ts"
+import * as Engine from "../src/internal/engine.ts"
+import * as Settings from "../src/internal/settings.ts"
 import * as NodeHttpServer from "../src/NodeHttpServer.ts"
 import * as Logs from "./support/Logs.ts"
 import { RawClient } from "./support/RawClient.ts"
@@ -286,6 +296,26 @@ describe("a route's own WebSocket settings", () => {
     expect(plain.response.headers.has("sec-websocket-protocol")).toBe(false)
   })
 
+  it("serves a route under a prefix (a request the router modifies) with websock's upgrade too: upgradeWith's headers reach the client", async () => {
+    const server = await start(HttpRouter.addAll([
+      HttpRouter.route(
+        "GET",
+        "/chat",
+        Effect.gen(function*() {
+          const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgradeWith({ headers: { "x-route": "mounted" } })
+          const { pull } = yield* socket.reader
+          const { writeAll } = yield* socket.writer
+          yield* writeAll(["mounted"])
+          yield* pull
+          return HttpServerResponse.empty()
+        })
+      )
+    ], { prefix: "/api" }))
+    const client = await connectWs(`${server.url}/api/chat`)
+    expect(client.response.headers["x-route"]).toBe("mounted")
+    expect(await nextMessage(client, 1)).toEqual(["mounted"])
+  })
+
   it("applies the route's limits in place of the server's: 1009 beyond its maxMessageSize, while another route takes the message", async () => {
     const server = await start(Layer.mergeAll(routeWith("/small", { maxMessageSize: 16 }), echoOn("/ws")))
     const big = await connectWs(`${server.url}/ws`)
@@ -489,5 +519,164 @@ describe("settings", () => {
     const client = await connectWs(`ws://127.0.0.1:${portOf(Context.get(context, HttpServer.HttpServer))}/ws`)
     client.ws.send("x".repeat(17))
     expect((await bounded("the close", client.closed)).code).toBe(1009)
+  })
+})
+
+describe("Effect RPC over websock (RpcServer.layerProtocolWebsocket, RpcClient.layerProtocolSocket)", () => {
+  /** The example's group, and two calls that only end when interrupted. */
+  const TestRpcs = EchoRpcs.add(
+    Rpc.make("Wait"),
+    Rpc.make("Ticks", { success: Schema.Number, stream: true })
+  )
+
+  const serializations = {
+    JSON: RpcSerialization.layerJson,
+    NDJSON: RpcSerialization.layerNdjson,
+    "JSON-RPC": RpcSerialization.layerJsonRpc(),
+    "NDJSON-RPC": RpcSerialization.layerNdJsonRpc(),
+    // effect 4.1's binary serialization (MessagePack's place in earlier versions)
+    SchemaBinary: RpcSerialization.layerSchemaBinary()
+  }
+
+  const sockets = {
+    "ws (NodeWS.layerWebSocketConstructor)": (url: string) => Socket.layerWebSocket(url).pipe(Layer.provide(NodeWS.layerWebSocketConstructor)),
+    "Node's global WebSocket (NodeSocket.layerWebSocket)": (url: string) => NodeSocket.layerWebSocket(url)
+  }
+
+  for (const [serializationName, serialization] of Object.entries(serializations)) {
+    for (const [socketName, socket] of Object.entries(sockets)) {
+      it(`${serializationName}, client on ${socketName}: a unary call, a stream, an interrupted call and an interrupted stream`, async () => {
+        const waitStarted = Deferred.makeUnsafe<void>()
+        const waitInterrupted = Deferred.makeUnsafe<void>()
+        const ticksEnded = Deferred.makeUnsafe<void>()
+        const handlers = TestRpcs.toLayer({
+          Echo: ({ text }) => Effect.succeed(text),
+          Count: ({ n }) => Stream.range(1, n),
+          Wait: () =>
+            Deferred.succeed(waitStarted, undefined).pipe(
+              Effect.andThen(Effect.never),
+              Effect.onInterrupt(() => Deferred.succeed(waitInterrupted, undefined))
+            ),
+          Ticks: () => Stream.iterate(1, (n) => n + 1).pipe(Stream.ensuring(Deferred.succeed(ticksEnded, undefined)))
+        })
+        const server = await start(
+          RpcServer.layer(TestRpcs).pipe(
+            Layer.provide(handlers),
+            Layer.provide(RpcServer.layerProtocolWebsocket({ path: "/rpc" })),
+            Layer.provide(serialization)
+          )
+        )
+        const result = await Effect.runPromise(
+          Effect.gen(function*() {
+            const client = yield* RpcClient.make(TestRpcs)
+            const echoed = yield* client.Echo({ text: "héllo, websock" })
+            const counted = yield* Stream.runCollect(client.Count({ n: 5 }))
+            const waiting = yield* Effect.forkChild(client.Wait())
+            yield* Deferred.await(waitStarted)
+            yield* Fiber.interrupt(waiting)
+            yield* Deferred.await(waitInterrupted)
+            const ticks = yield* Stream.runCollect(Stream.take(client.Ticks(), 3))
+            yield* Deferred.await(ticksEnded)
+            return { echoed, counted, ticks }
+          }).pipe(
+            Effect.scoped,
+            Effect.provide(RpcClient.layerProtocolSocket().pipe(Layer.provide(socket(`${server.url}/rpc`)), Layer.provide(serialization))),
+            Effect.timeout("5 seconds")
+          )
+        )
+        expect(result).toEqual({ echoed: "héllo, websock", counted: [1, 2, 3, 4, 5], ticks: [1, 2, 3] })
+      })
+    }
+  }
+})
+
+describe("what websock relies on of @effect/platform-node 4.1 (an upgrade that changes it fails here)", () => {
+  it("Effect's serve adds exactly one upgrade listener, the one websock replaces; websock's serve leaves exactly one", async () => {
+    const http = createServer()
+    const scope = Scope.makeUnsafe()
+    opened.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    const server = await Effect.runPromise(Scope.provide(PlatformNodeHttpServer.make(() => http, { port: 0, host: "127.0.0.1" }), scope))
+    await Effect.runPromise(Scope.provide(server.serve(Effect.succeed(HttpServerResponse.empty())), scope))
+    expect(http.listenerCount("upgrade")).toBe(1)
+    const ours = await start(echoOn("/ws"))
+    expect(ours.http.listenerCount("upgrade")).toBe(1)
+  })
+
+  it("makeUpgradeHandler calls nothing of the server object but handleUpgrade, and Effect's fromWebSocket reads only the ws-like members websock's has (an echo over it, paused at Effect's 64 KiB and resumed)", async () => {
+    const used = { wss: new Set<string>(), ws: new Set<string>() }
+    /** `target`, with every member read, tested with `in` or set recorded in `keys`. */
+    const recording = <T extends object>(target: T, keys: Set<string>): T =>
+      new Proxy(target, {
+        get: (t, key) => {
+          keys.add(String(key))
+          const value = Reflect.get(t, key, t)
+          return typeof value === "function" ? value.bind(t) : value
+        },
+        has: (t, key) => {
+          keys.add(`in ${String(key)}`)
+          return Reflect.has(t, key)
+        },
+        set: (t, key, value) => {
+          keys.add(`set ${String(key)}`)
+          return Reflect.set(t, key, value, t)
+        }
+      })
+    const go = Deferred.makeUnsafe<void>()
+    const paused = Deferred.makeUnsafe<void>()
+    // Effect's own request, not websock's: Effect's fromWebSocket over the ws-like object.
+    const app = Effect.gen(function*() {
+      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
+      const { pull } = yield* socket.reader
+      const { writeAll } = yield* socket.writer
+      yield* Deferred.await(go)
+      while (true) yield* writeAll(yield* pull)
+    }).pipe(Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void), Effect.as(HttpServerResponse.empty()))
+    const http = createServer()
+    const scope = Scope.makeUnsafe()
+    opened.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const engine = yield* Engine.make(Settings.resolve({ ...testWebsock, routes: {} }))
+        const upgrades = EffectUpgrade.make(engine, testWebsock, NodeHttpServer.CurrentRouteOptions, {})
+        const wss = recording({
+          handleUpgrade: (request: Http.IncomingMessage, socket: Net.Socket, head: Buffer, callback: (ws: unknown) => void) =>
+            upgrades.wss.handleUpgrade(request, socket, head, (ws) => {
+              const pause = ws.pause.bind(ws)
+              ws.pause = () => {
+                pause()
+                Deferred.doneUnsafe(paused, Effect.void)
+              }
+              callback(recording(ws, used.ws))
+            })
+        }, used.wss)
+        const handler = yield* PlatformNodeHttpServer.makeUpgradeHandler(Effect.succeed(wss as never), app, { scope })
+        http.on("upgrade", handler)
+        yield* Effect.callback<void>((resume) => void http.listen(0, "127.0.0.1", () => resume(Effect.void)))
+        yield* Scope.addFinalizer(scope, Effect.sync(() => http.close()))
+      }).pipe(Scope.provide(scope), Logs.capture().provide)
+    )
+    const client = await connectWs(`ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}/ws`)
+    const messages = Array.from({ length: 100 }, (_, i) => `${i}:${"x".repeat(4 * 1024)}`)
+    for (const message of messages) client.ws.send(message)
+    // 400 KiB unread: Effect's reader pauses the ws-like at its 64 KiB.
+    await bounded("Effect to pause the ws-like", Effect.runPromise(Deferred.await(paused)))
+    Deferred.doneUnsafe(go, Effect.void)
+    expect(await nextMessage(client, 100)).toEqual(messages)
+    client.ws.close(1000)
+    expect((await bounded("the close", client.closed)).code).toBe(1000)
+    expect([...used.wss]).toEqual(["handleUpgrade"])
+    expect([...used.ws].sort()).toEqual([
+      "addEventListener",
+      "close",
+      "in binaryType",
+      "in isPaused",
+      "in pause",
+      "isPaused",
+      "pause",
+      "readyState",
+      "removeEventListener",
+      "resume",
+      "send"
+    ])
   })
 })
