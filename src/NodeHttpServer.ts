@@ -98,30 +98,17 @@ export interface Options extends Omit<PlatformNodeHttpServer.Options, "websocket
 
 /**
  * The settings of one route's WebSocket connections, in place of the
- * server's: its limits and timers, compression and Origin allow-list, and
- * the subprotocol, chosen among the ones the client offered (in its order
+ * server's: its limits and timers (`maxMessageSize`, `closeTimeout`,
+ * `pingInterval`, `idleTimeout`, `maxLifetime`, `highWaterMark`,
+ * `maxBufferedAmount`, `overflow`, `inboxHighWaterMark`), `compression` and
+ * `origins`, and the subprotocol, chosen among the ones the client offered (in its order
  * of preference; returning one it did not offer is ignored, `undefined`
  * chooses none).
  *
  * @since 0.2.0
  * @category models
  */
-export interface RouteOptions extends
-  Pick<
-    WebsockOptions,
-    | "maxMessageSize"
-    | "closeTimeout"
-    | "pingInterval"
-    | "idleTimeout"
-    | "maxLifetime"
-    | "highWaterMark"
-    | "maxBufferedAmount"
-    | "overflow"
-    | "inboxHighWaterMark"
-    | "compression"
-    | "origins"
-  >
-{
+export interface RouteOptions extends Pick<WebsockOptions, Settings.ConnectionOption | "origins"> {
   readonly protocol?: ((offered: ReadonlyArray<string>) => string | undefined) | undefined
 }
 

@@ -13,6 +13,8 @@
 import * as PlatformNodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as NodeWS from "@effect/platform-node/NodeWS"
+import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -34,7 +36,7 @@ import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
 import type * as Http from "node:http"
 import { createServer } from "node:http"
-import type * as Net from "node:net"
+import * as Net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { WebSocket as WsClient } from "ws"
 import { EchoRpcs, Routes } from "../examples/EffectHttpApp.ts"
@@ -152,32 +154,46 @@ const nextMessage = (client: WsOpen, count: number): Promise<ReadonlyArray<strin
 // Routes written with Effect's Socket API
 // -----------------------------------------------------------------------------
 
-/** Every message back until the peer closes (the example's echo, over a path of our choosing). */
-const echoOn = (path: `/${string}`) =>
+/**
+ * A GET route that upgrades (with `options.headers` in the 101, under
+ * `options.route`) and hands the socket to `use`; the response is empty.
+ * Its failures, the upgrade's included, are pushed to `options.failures`.
+ */
+const socketRoute = <E>(
+  path: `/${string}`,
+  use: (socket: Socket.Socket) => Effect.Effect<unknown, E, Scope.Scope>,
+  options: {
+    readonly headers?: Record<string, string>
+    readonly route?: NodeHttpServer.RouteOptions
+    readonly failures?: Array<unknown>
+  } = {}
+) =>
   HttpRouter.add(
     "GET",
     path,
     Effect.gen(function*() {
-      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
-      const { pull } = yield* socket.reader
-      const { writeAll } = yield* socket.writer
-      while (true) yield* writeAll(yield* pull)
-    }).pipe(Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void), Effect.as(HttpServerResponse.empty()))
+      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgradeWith({ headers: options.headers })
+      yield* use(socket)
+      return HttpServerResponse.empty()
+    }).pipe(
+      NodeHttpServer.withRouteOptions(options.route ?? {}),
+      Effect.tapError((error) => Effect.sync(() => options.failures?.push(error)))
+    )
   )
+
+/** Every message back until the peer closes (the example's echo). */
+const echo = (socket: Socket.Socket) =>
+  Effect.gen(function*() {
+    const { pull } = yield* socket.reader
+    const { writeAll } = yield* socket.writer
+    while (true) yield* writeAll(yield* pull)
+  }).pipe(Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void))
+
+const echoOn = (path: `/${string}`) => socketRoute(path, echo)
 
 /** Takes one message, then ends as `end` says (the socket closes with the scope's exit). */
 const oneMessageThen = (path: `/${string}`, end: Effect.Effect<void, string>) =>
-  HttpRouter.add(
-    "GET",
-    path,
-    Effect.gen(function*() {
-      const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
-      const { pull } = yield* socket.reader
-      yield* pull
-      yield* end
-      return HttpServerResponse.empty()
-    })
-  )
+  socketRoute(path, (socket) => Effect.andThen(Effect.flatMap(socket.reader, ({ pull }) => pull), end))
 
 describe("Effect's HttpServer on websock", () => {
   it("serves GET /health through Effect's HttpClient (layerTest) and the example's /ws echo to the ws client and Node's WebSocket, on one port", async () => {
@@ -259,29 +275,11 @@ describe("Effect's HttpServer on websock", () => {
 })
 
 describe("a route's own WebSocket settings", () => {
-  /** An echo whose upgrade sends `headers` in the 101, under `options`. */
-  const routeWith = (path: `/${string}`, options: NodeHttpServer.RouteOptions, headers?: Record<string, string>) =>
-    HttpRouter.add(
-      "GET",
-      path,
-      Effect.gen(function*() {
-        const request = yield* HttpServerRequest.HttpServerRequest
-        const socket = yield* request.upgradeWith({ headers })
-        const { pull } = yield* socket.reader
-        const { writeAll } = yield* socket.writer
-        while (true) yield* writeAll(yield* pull)
-      }).pipe(
-        Effect.catchReason("SocketError", "SocketCloseError", () => Effect.void),
-        Effect.as(HttpServerResponse.empty()),
-        NodeHttpServer.withRouteOptions(options)
-      )
-    )
-
   it("chooses the subprotocol with the route's protocol, and sends upgradeWith's headers in the 101 (ws would take the first offered, and refuse the headers)", async () => {
     const server = await start(Layer.mergeAll(
-      routeWith("/chat", { protocol: (offered) => offered.includes("chat.v2") ? "chat.v2" : undefined }, {
-        "set-cookie": "session=abc; HttpOnly",
-        "x-route": "chat"
+      socketRoute("/chat", echo, {
+        route: { protocol: (offered) => offered.includes("chat.v2") ? "chat.v2" : undefined },
+        headers: { "set-cookie": "session=abc; HttpOnly", "x-route": "chat" }
       }),
       echoOn("/plain")
     ))
@@ -317,7 +315,7 @@ describe("a route's own WebSocket settings", () => {
   })
 
   it("applies the route's limits in place of the server's: 1009 beyond its maxMessageSize, while another route takes the message", async () => {
-    const server = await start(Layer.mergeAll(routeWith("/small", { maxMessageSize: 16 }), echoOn("/ws")))
+    const server = await start(Layer.mergeAll(socketRoute("/small", echo, { route: { maxMessageSize: 16 } }), echoOn("/ws")))
     const big = await connectWs(`${server.url}/ws`)
     big.ws.send("x".repeat(17))
     expect(await nextMessage(big, 1)).toEqual(["x".repeat(17)])
@@ -330,19 +328,9 @@ describe("a route's own WebSocket settings", () => {
 
   it("fails the upgrade with an HttpServerError, before any 101, for a header the handshake owns and for an invalid route setting", async () => {
     const failures: Array<unknown> = []
-    const recorded = (path: `/${string}`, upgrade: Effect.Effect<Socket.Socket, unknown, HttpServerRequest.HttpServerRequest>) =>
-      HttpRouter.add(
-        "GET",
-        path,
-        Effect.gen(function*() {
-          const socket = yield* upgrade
-          yield* socket.reader
-          return HttpServerResponse.empty()
-        }).pipe(Effect.tapError((error) => Effect.sync(() => failures.push(error))))
-      )
     const server = await start(Layer.mergeAll(
-      recorded("/reserved", Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => r.upgradeWith({ headers: { "sec-websocket-protocol": "x" } }))),
-      recorded("/invalid", Effect.flatMap(HttpServerRequest.HttpServerRequest, (r) => r.upgrade).pipe(NodeHttpServer.withRouteOptions({ maxMessageSize: 0 })))
+      socketRoute("/reserved", (socket) => socket.reader, { headers: { "sec-websocket-protocol": "x" }, failures }),
+      socketRoute("/invalid", (socket) => socket.reader, { route: { maxMessageSize: 0 }, failures })
     ))
     expect(await refusedWith(`${server.url}/reserved`)).toBe(500)
     expect(await refusedWith(`${server.url}/invalid`)).toBe(500)
@@ -359,16 +347,8 @@ describe("a route's own WebSocket settings", () => {
 
 describe("the handshake and Effect's HTTP side", () => {
   it("answers a handshake websock refuses (version 12) with exactly one 426, and the route's reader fails", async () => {
-    const failures: Array<Socket.SocketError> = []
-    const server = await start(HttpRouter.add(
-      "GET",
-      "/ws",
-      Effect.gen(function*() {
-        const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
-        yield* socket.reader
-        return HttpServerResponse.empty()
-      }).pipe(Effect.tapError((error) => Effect.sync(() => Socket.isSocketError(error) && failures.push(error))))
-    ))
+    const failures: Array<unknown> = []
+    const server = await start(socketRoute("/ws", (socket) => socket.reader, { failures }))
     const client = await RawClient.request(server.port, { path: "/ws", headers: { "Sec-WebSocket-Version": "12" } })
     expect(client.response.status).toBe(426)
     expect(client.response.headers.get("sec-websocket-version")).toBe("13")
@@ -376,7 +356,7 @@ describe("the handshake and Effect's HTTP side", () => {
     expect(rest).not.toContain("HTTP/1.1")
     client.end()
     await until("the route's reader to fail", () => failures.length === 1)
-    expect(failures[0]!.reason._tag).toBe("SocketOpenError")
+    expect(Socket.isSocketError(failures[0]) && failures[0].reason._tag).toBe("SocketOpenError")
   })
 
   it("reports the upgrade as a 101 to Effect's HTTP logger", async () => {
@@ -410,19 +390,13 @@ describe("the handshake and Effect's HTTP side", () => {
   })
 
   it("leaves another Upgrade protocol to Effect's raw upgrade, with upgradeWith's headers", async () => {
-    const server = await start(HttpRouter.add(
-      "GET",
-      "/raw",
+    const server = await start(socketRoute("/raw", (socket) =>
       Effect.gen(function*() {
-        const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgradeWith({ headers: { "x-raw": "yes" } })
         const { pull } = yield* socket.reader
         const { write } = yield* socket.writer
         for (const chunk of yield* pull) yield* write(chunk)
-        return HttpServerResponse.empty()
-      })
-    ))
-    const { connect } = await import("node:net")
-    const socket = connect({ port: server.port, host: "127.0.0.1" })
+      }), { headers: { "x-raw": "yes" } }))
+    const socket = Net.connect({ port: server.port, host: "127.0.0.1" })
     opened.push(async () => void socket.destroy())
     let received = ""
     socket.on("data", (chunk) => (received += chunk.toString("latin1")))
@@ -443,11 +417,8 @@ describe("the handshake and Effect's HTTP side", () => {
     let started = 0
     let done = 0
     const server = await start(
-      HttpRouter.add(
-        "GET",
-        "/flood",
+      socketRoute("/flood", (socket) =>
         Effect.gen(function*() {
-          const socket = yield* (yield* HttpServerRequest.HttpServerRequest).upgrade
           yield* socket.reader
           const { write } = yield* socket.writer
           for (let i = 0; i < total; i++) {
@@ -455,9 +426,7 @@ describe("the handshake and Effect's HTTP side", () => {
             yield* write(chunk)
             done++
           }
-          return HttpServerResponse.empty()
-        }).pipe(NodeHttpServer.withRouteOptions({ highWaterMark: 64 * 1024 }))
-      )
+        }), { route: { highWaterMark: 64 * 1024 } })
     )
     const client = await RawClient.connect(server.port, { path: "/flood" })
     client.socket.pause()
@@ -499,8 +468,6 @@ describe("settings", () => {
   })
 
   it("layerConfig reads websock's settings from Effect Config: maxMessageSize from config closes a larger message with 1009", async () => {
-    const ConfigProvider = await import("effect/ConfigProvider")
-    const Config = await import("effect/Config")
     const scope = Scope.makeUnsafe()
     opened.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
     const context = await Effect.runPromise(

@@ -87,13 +87,17 @@ export class WebSocketLike implements Socket.WebSocketLike {
   }
 
   pause(): void {
-    this.paused = true
-    this.flowing.closeUnsafe()
+    this.flow(false)
   }
 
   resume(): void {
-    this.paused = false
-    this.flowing.openUnsafe()
+    this.flow(true)
+  }
+
+  private flow(on: boolean): void {
+    this.paused = !on
+    if (on) this.flowing.openUnsafe()
+    else this.flowing.closeUnsafe()
   }
 
   addEventListener(type: EventType, listener: Listener, options?: { readonly once?: boolean }): void {

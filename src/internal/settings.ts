@@ -124,9 +124,8 @@ export const resolve = (options: Input): Settings => {
   }
 }
 
-/** The options that `connection` reads: those of one connection. */
-export type ConnectionInput = Pick<
-  Input,
+/** The options of one connection, which `connection` reads (a server's, or a route's own). */
+export type ConnectionOption =
   | "maxMessageSize"
   | "closeTimeout"
   | "pingInterval"
@@ -137,7 +136,8 @@ export type ConnectionInput = Pick<
   | "overflow"
   | "inboxHighWaterMark"
   | "compression"
->
+
+export type ConnectionInput = Pick<Input, ConnectionOption>
 
 /**
  * Checks and resolves the settings of one connection (a server's, or a
