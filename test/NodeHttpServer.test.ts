@@ -326,6 +326,30 @@ describe("a route's own WebSocket settings", () => {
     expect((await bounded("the close", small.closed)).code).toBe(1009)
   })
 
+  it("applies the route's origins and compression in place of the server's", async () => {
+    const server = await start(Layer.mergeAll(
+      echoOn("/ws"),
+      socketRoute("/private", echo, { route: { origins: ["https://app.example"], compression: false } })
+    ), { websock: { compression: {} } })
+    const open = (path: string, origin: string) =>
+      bounded(
+        `${path} from ${origin}`,
+        new Promise<{ readonly status: number; readonly extensions: string }>((resolve) => {
+          const ws = new WsClient(`${server.url}${path}`, { origin, perMessageDeflate: true })
+          clients.push(ws)
+          ws.once("open", () => resolve({ status: 101, extensions: ws.extensions }))
+          ws.once("unexpected-response", (_, response) => {
+            response.resume()
+            resolve({ status: response.statusCode ?? 0, extensions: "" })
+          })
+          ws.once("error", () => {})
+        })
+      )
+    expect(await open("/ws", "https://other.example")).toEqual({ status: 101, extensions: "permessage-deflate" })
+    expect(await open("/private", "https://other.example")).toEqual({ status: 403, extensions: "" })
+    expect(await open("/private", "https://app.example")).toEqual({ status: 101, extensions: "" })
+  })
+
   it("fails the upgrade with an HttpServerError, before any 101, for a header the handshake owns and for an invalid route setting", async () => {
     const failures: Array<unknown> = []
     const server = await start(Layer.mergeAll(
@@ -357,6 +381,21 @@ describe("the handshake and Effect's HTTP side", () => {
     client.end()
     await until("the route's reader to fail", () => failures.length === 1)
     expect(Socket.isSocketError(failures[0]) && failures[0].reason._tag).toBe("SocketOpenError")
+  })
+
+  it("a reader acquired again dies in the route and writes nothing more on the connection (as ws throws)", async () => {
+    const exits: Array<Exit.Exit<unknown, unknown>> = []
+    const server = await start(socketRoute("/twice", (socket) =>
+      Effect.gen(function*() {
+        const { pull } = yield* Effect.scoped(Effect.tap(socket.reader, ({ pull }) => pull))
+        exits.push(yield* Effect.exit(Effect.scoped(socket.reader)))
+        return pull
+      })))
+    const client = await RawClient.connect(server.port, { path: "/twice" })
+    await client.sendText("first")
+    await client.expectClose(1000)
+    await until("the second acquisition's exit", () => exits.length === 1)
+    expect(Exit.isFailure(exits[0]!) && exits[0].cause.reasons.some((r) => r._tag === "Die")).toBe(true)
   })
 
   it("reports the upgrade as a 101 to Effect's HTTP logger", async () => {

@@ -74,6 +74,7 @@ export const make = (
   noRouteOptions: RouteOptions
 ): Upgrades => {
   const pending = new WeakMap<Http.IncomingMessage, Pending>()
+  const handled = new WeakSet<Duplex>()
   const serverOrigins = Settings.origins("origins", websock.origins)
   const serverParts: RouteParts = { protocol: undefined, origins: serverOrigins, connection: undefined }
   const resolved = new WeakMap<RouteOptions, RouteParts | InvalidOption>()
@@ -108,6 +109,9 @@ export const make = (
     head: Buffer,
     callback: (ws: EffectSocket.WebSocketLike) => void
   ): void => {
+    // A reader acquired twice: ws throws here too, and a second 101 would corrupt the connection.
+    if (handled.has(socket)) throw new Error("websock/NodeHttpServer: handleUpgrade called again with the same socket")
+    handled.add(socket)
     const upgrade = pending.get(request)
     pending.delete(request)
     const parts = upgrade?.route ?? serverParts
