@@ -100,10 +100,11 @@ export interface Options extends Omit<PlatformNodeHttpServer.Options, "websocket
  * The settings of one route's WebSocket connections, in place of the
  * server's: its limits and timers (`maxMessageSize`, `closeTimeout`,
  * `pingInterval`, `idleTimeout`, `maxLifetime`, `highWaterMark`,
- * `maxBufferedAmount`, `overflow`, `inboxHighWaterMark`), `compression` and
- * `origins`, and the subprotocol, chosen among the ones the client offered (in its order
- * of preference; returning one it did not offer is ignored, `undefined`
- * chooses none).
+ * `maxBufferedAmount`, `overflow`, `inboxHighWaterMark`), `compression`
+ * and `origins`; and `protocol`, which chooses the subprotocol among the
+ * ones the client offered, in its order of preference (one it did not
+ * offer is ignored; `undefined`, and a route without `protocol`, choose
+ * none).
  *
  * @since 0.2.0
  * @category models

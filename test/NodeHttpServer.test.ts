@@ -150,6 +150,14 @@ const refusedWith = (url: string, protocols: Array<string> = []): Promise<number
 const nextMessage = (client: WsOpen, count: number): Promise<ReadonlyArray<string>> =>
   until(`${count} messages`, () => client.messages.length >= count).then(() => client.messages.slice(0, count))
 
+/** Sends `limit` characters, which come back, then `limit + 1`, which closes the connection with 1009. */
+const expectMaxMessageSize = async (client: WsOpen, limit: number): Promise<void> => {
+  client.ws.send("x".repeat(limit))
+  expect(await nextMessage(client, 1)).toEqual(["x".repeat(limit)])
+  client.ws.send("x".repeat(limit + 1))
+  expect((await bounded("the close", client.closed)).code).toBe(1009)
+}
+
 // -----------------------------------------------------------------------------
 // Routes written with Effect's Socket API
 // -----------------------------------------------------------------------------
@@ -236,10 +244,7 @@ describe("Effect's HttpServer on websock", () => {
     const client = await connectWs(`${server.url}/ws`)
     // ws has neither: no Pings of its own, and 100 MiB as its default maxPayload.
     await until("two of websock's keepalive Pings", () => client.pings.count >= 2)
-    client.ws.send("x".repeat(1024))
-    await nextMessage(client, 1)
-    client.ws.send("x".repeat(1025))
-    expect((await bounded("the close", client.closed)).code).toBe(1009)
+    await expectMaxMessageSize(client, 1024)
   })
 
   it("closes with 1000, 1011 and 1001 when the route succeeds, fails and is interrupted", async () => {
@@ -319,11 +324,7 @@ describe("a route's own WebSocket settings", () => {
     const big = await connectWs(`${server.url}/ws`)
     big.ws.send("x".repeat(17))
     expect(await nextMessage(big, 1)).toEqual(["x".repeat(17)])
-    const small = await connectWs(`${server.url}/small`)
-    small.ws.send("x".repeat(16))
-    await nextMessage(small, 1)
-    small.ws.send("x".repeat(17))
-    expect((await bounded("the close", small.closed)).code).toBe(1009)
+    await expectMaxMessageSize(await connectWs(`${server.url}/small`), 16)
   })
 
   it("applies the route's origins and compression in place of the server's", async () => {
@@ -522,9 +523,7 @@ describe("settings", () => {
         scope
       ).pipe(Logs.capture().provide)
     )
-    const client = await connectWs(`ws://127.0.0.1:${portOf(Context.get(context, HttpServer.HttpServer))}/ws`)
-    client.ws.send("x".repeat(17))
-    expect((await bounded("the close", client.closed)).code).toBe(1009)
+    await expectMaxMessageSize(await connectWs(`ws://127.0.0.1:${portOf(Context.get(context, HttpServer.HttpServer))}/ws`), 16)
   })
 })
 
