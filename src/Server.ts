@@ -35,7 +35,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
-import { InvalidOption, ListenFailed, ServerError, UpgradeRejected } from "./Errors.ts"
+import { ListenFailed, ServerError, UpgradeRejected } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
 import * as Settings from "./internal/settings.ts"
@@ -248,7 +248,7 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
   options: Options<Routes>
 ): Effect.Effect<RunningServer, ServerError, Scope.Scope | Requirements<Routes>> =>
   Effect.gen(function*() {
-    const settings = yield* resolve(options)
+    const settings = yield* Settings.make(options)
     const engine = yield* Engine.make(settings)
     const server = Net.createServer({ pauseOnConnect: true, noDelay: true })
     server.on("connection", (socket) => accept(socket, engine))
@@ -316,15 +316,6 @@ export const serve = <const Routes extends Readonly<Record<string, RouteInput>>>
 // -----------------------------------------------------------------------------
 // internals
 // -----------------------------------------------------------------------------
-
-const resolve = (options: Options<any>): Effect.Effect<Settings.Settings, ServerError> =>
-  Effect.try({
-    try: () => Settings.resolve(options),
-    catch: (error) =>
-      new ServerError({
-        reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
-      })
-  })
 
 type HeadOutcome =
   | Exclude<Handshake.HeadResult, { readonly _tag: "Incomplete" }>

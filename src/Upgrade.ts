@@ -82,13 +82,7 @@ export const make = <const Routes extends Readonly<Record<string, Server.RouteIn
   options: Options<Routes>
 ): Effect.Effect<Upgrader, ServerError, Scope.Scope | Server.Requirements<Routes>> =>
   Effect.gen(function*() {
-    const settings = yield* Effect.try({
-      try: () => Settings.resolve(options as Server.Options<any>),
-      catch: (error) =>
-        new ServerError({
-          reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
-        })
-    })
+    const settings = yield* Settings.make(options as Server.Options<any>)
     const engine = yield* Engine.make(settings)
     return {
       handleUpgrade: (request, socket, head) => Incoming.handleUpgrade(engine, request, socket, head),

@@ -150,3 +150,40 @@ accepts<(error: ServerError) => string | undefined>((error) =>
 exact<ReturnType<Connection["ping"]>, Effect.Effect<number, WebSocketError>>(true)
 accepts<(ws: Connection) => unknown>((ws) => [ws.ping(), ws.ping(Uint8Array.of(1, 2, 3))])
 exact<Connection["terminate"], Effect.Effect<void>>(true)
+
+// -----------------------------------------------------------------------------
+// the route's upgrade decision: its value typed for the handler, its
+// requirements in the server's
+// -----------------------------------------------------------------------------
+
+class Auth extends Context.Service<Auth, { readonly user: (token: string | undefined) => Effect.Effect<{ readonly id: number } | undefined> }>()(
+  "test/Auth"
+) {}
+
+const privateRoute = Server.route({
+  upgrade: (request) =>
+    Effect.gen(function*() {
+      const auth = yield* Auth
+      const user = yield* auth.user(request.headers.get("authorization"))
+      if (user === undefined) return yield* Server.reject(401)
+      return user
+    }),
+  handler: (ws, user) => {
+    exact<typeof user, { readonly id: number }>(true)
+    return needsClock(ws)
+  },
+  protocol: (_offered, _request, user) => (user.id > 0 ? "v1" : undefined),
+  headers: (_request, user) => [["X-User", String(user.id)]]
+})
+exact<typeof privateRoute, Server.Route<Auth | Clock, { readonly id: number }>>(true)
+
+/** Requires what the decision needs (Auth) and what the handlers need (Clock, Users). */
+export const decided = Server.make({ routes: { "/private": privateRoute, "/users": needsUsers } })
+exact<Effect.Services<typeof decided>, Scope.Scope | Auth | Clock | Users>(true)
+
+// A decision may only fail with UpgradeRejected.
+Server.route({
+  // @ts-expect-error a decision's error channel is UpgradeRejected only
+  upgrade: () => Effect.fail("nope"),
+  handler: () => Effect.void
+})

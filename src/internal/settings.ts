@@ -7,8 +7,8 @@
  * @internal
  */
 import * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
-import { InvalidOption, type UpgradeRejected } from "../Errors.ts"
+import * as Effect from "effect/Effect"
+import { InvalidOption, ServerError, type UpgradeRejected } from "../Errors.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type { Options } from "../Server.ts"
 import type * as WebSocket from "../WebSocket.ts"
@@ -163,6 +163,16 @@ export const connection = (options: ConnectionInput): Connection => {
     }
   }
 }
+
+/** `resolve` as an Effect: a bad option fails with `ServerError` (`InvalidOption`). */
+export const make = (options: Input): Effect.Effect<Settings, ServerError> =>
+  Effect.try({
+    try: () => resolve(options),
+    catch: (error) =>
+      new ServerError({
+        reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "options", problem: String(error) })
+      })
+  })
 
 /** A route as given (a handler, or a `Route`), checked field by field. */
 const route = (key: string, value: unknown, serverOrigins: ReadonlySet<string> | undefined): ResolvedRoute => {
