@@ -174,15 +174,15 @@ export const make = (
 ): Effect.Effect<HttpServer.HttpServer["Service"], ServeError | ServerError, Scope.Scope> =>
   Effect.gen(function*() {
     const { websock = {}, ...rest } = options
-    const settings = yield* resolve(() => {
-      if ((rest as PlatformNodeHttpServer.Options).websocket !== undefined) {
-        throw new InvalidOption({
+    if ((rest as PlatformNodeHttpServer.Options).websocket !== undefined) {
+      return yield* new ServerError({
+        reason: new InvalidOption({
           option: "websocket",
           problem: "holds ws's options, which websock does not use: give websock's in `websock` (maxMessageSize, compression, ...)"
         })
-      }
-      return Settings.resolve({ ...websock, routes: {} })
-    })
+      })
+    }
+    const settings = yield* Settings.make({ ...websock, routes: {} })
     const server = evaluate()
     const inner = yield* PlatformNodeHttpServer.make(() => server, rest)
     return HttpServer.make({
@@ -272,15 +272,6 @@ interface UpgradeEmitter {
 }
 
 type UpgradeListener = (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void
-
-const resolve = <A>(f: () => A): Effect.Effect<A, ServerError> =>
-  Effect.try({
-    try: f,
-    catch: (error) =>
-      new ServerError({
-        reason: error instanceof InvalidOption ? error : new InvalidOption({ option: "websock", problem: String(error) })
-      })
-  })
 
 /**
  * Effect's `serve`, with its `upgrade` listener swapped for one that runs

@@ -7,27 +7,22 @@
  *   `message` and `close` events, `send`, `close`, and `pause`/`resume`/
  *   `isPaused`, which `fromWebSocket` calls to stop the messages at its
  *   64 KiB buffer (websock's inbox then stops reading the socket).
- * - `toSocket`: a `Socket.Socket` straight on the handle, for the routes:
- *   the reader pulls the handle's batches, `write`/`writeAll` wait above
- *   `highWaterMark` (Effect's own `fromWebSocket` never waits). It stands in
- *   for websock/Socket's `toSocket` until that lands, and keeps to the same
- *   contract: the end of the messages fails the pull with `SocketCloseError`
- *   (the peer's code and reason), closing the reader's scope fails a pull
- *   that waits (1006), a write after the close succeeds.
+ * - `upgradedSocket`: a `Socket.Socket` for the routes, `websock/Socket`'s
+ *   `toSocket` on the handle once the handshake has given it: the reader
+ *   pulls the handle's batches, `write`/`writeAll` wait above
+ *   `highWaterMark` (Effect's own `fromWebSocket` never waits).
  *
  * @internal
  */
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as Latch from "effect/Latch"
-import * as Pull from "effect/Pull"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
 import { Buffer } from "node:buffer"
 import * as CloseReason from "../CloseReason.ts"
-import type { WebSocketError } from "../Errors.ts"
+import * as WebsockSocket from "../Socket.ts"
 import type * as WebSocket from "../WebSocket.ts"
 
 /** Runs an effect in the engine's fiber set (interrupted at shutdown). */
@@ -151,67 +146,36 @@ export class WebSocketLike implements Socket.WebSocketLike {
   }
 }
 
-const closeError = (code: number, closeReason?: string) =>
-  new Socket.SocketError({ reason: new Socket.SocketCloseError({ code, closeReason }) })
-
-const writeError = (cause: unknown) => new Socket.SocketError({ reason: new Socket.SocketWriteError({ cause }) })
-
-/** A send's outcome as a write's: a closed connection is not an error (Effect's RPC writes after the close). */
-const written = (sent: Effect.Effect<void, WebSocketError>): Effect.Effect<void, Socket.SocketError> =>
-  Effect.catch(sent, (error) => error.reason._tag === "ConnectionClosed" ? Effect.void : Effect.fail(writeError(error)))
-
 /**
- * A `Socket.Socket` on the connection that `acquire` gives; `acquire` runs
- * when the reader is acquired (the handshake, as with Effect's sockets), in
- * the reader's scope. Writes wait for the reader.
+ * A `Socket.Socket` on the connection that `acquire` gives, once it has
+ * given it: `acquire` runs when the reader is acquired (the handshake, as
+ * with Effect's own upgrade sockets), in the reader's scope, and the reader
+ * and the writer are `websock/Socket`'s `toSocket`'s. Writes before then
+ * wait for it; after the reader's scope closes they go to the closed
+ * connection (and send nothing).
  */
-export const toSocket = (
-  acquire: Effect.Effect<WebSocket.WebSocketConnection, Socket.SocketError, Scope.Scope>,
-  runFork: RunFork
+export const upgradedSocket = (
+  acquire: Effect.Effect<WebSocket.WebSocketConnection, Socket.SocketError, Scope.Scope>
 ): Socket.Socket => {
-  let current: WebSocket.WebSocketConnection | undefined = undefined
+  let writer: Socket.Writer | undefined = undefined
   const ready = Latch.makeUnsafe(false)
   const reader = Effect.gen(function*() {
-    const connection = yield* acquire
-    const scope = yield* Effect.scope
-    const pull = yield* Stream.toPull(connection.messages)
-    const detached = Deferred.makeUnsafe<never, Socket.SocketError>()
-    yield* Scope.addFinalizer(
-      scope,
-      Effect.sync(() => {
-        // A pull waiting in another fiber fails rather than hangs.
-        Deferred.doneUnsafe(detached, Effect.fail(closeError(1006)))
-        ready.closeUnsafe()
-        current = undefined
-      })
-    )
-    current = connection
+    const socket = WebsockSocket.toSocket(yield* acquire)
+    writer = yield* socket.writer
     ready.openUnsafe()
-    const end = Effect.flatMap(connection.closed, (outcome) => Effect.fail(closeError(outcome.code, outcome.reason)))
-    const reader: Socket.Reader = {
-      pull: Effect.raceFirst(Pull.catchDone(pull, () => end), Deferred.await(detached)),
-      upgrade: Socket.SocketUpgradeError.unsupported
-    }
-    return reader
+    return yield* socket.reader
   })
-  const withConnection = (f: (connection: WebSocket.WebSocketConnection) => Effect.Effect<void, Socket.SocketError>) => {
+  const withWriter = (f: (writer: Socket.Writer) => Effect.Effect<void, Socket.SocketError>) => {
     const attempt: Effect.Effect<void, Socket.SocketError> = Effect.suspend(() =>
-      current === undefined ? ready.whenOpen(attempt) : f(current)
+      writer === undefined ? ready.whenOpen(attempt) : f(writer)
     )
     return attempt
   }
-  const writer: Socket.Writer = {
-    write: (chunk) =>
-      withConnection((connection) => {
-        if (!Socket.isCloseEvent(chunk)) return written(connection.send(chunk))
-        const reason = chunk.reason ?? ""
-        const problem = closeProblem(chunk.code, reason)
-        if (problem !== undefined) return Effect.fail(writeError(new TypeError(problem)))
-        // Like a WebSocket's `close`: the handshake starts, nobody waits for it.
-        runFork(Effect.ignore(connection.close(chunk.code, reason)))
-        return Effect.void
-      }),
-    writeAll: (chunks) => withConnection((connection) => written(connection.sendAll(chunks)))
-  }
-  return Socket.make({ reader, writer: Effect.succeed(writer) })
+  return Socket.make({
+    reader,
+    writer: Effect.succeed({
+      write: (chunk) => withWriter((w) => w.write(chunk)),
+      writeAll: (chunks) => withWriter((w) => w.writeAll(chunks))
+    })
+  })
 }

@@ -13,7 +13,7 @@
  *   `CurrentRouteOptions` reference) and 101 headers, runs Effect's own
  *   upgrade (which marks the response as the 101 and closes the socket with
  *   the route's exit), and returns a `Socket.Socket` on websock's handle
- *   (`EffectSocket.toSocket`: writes that wait for the peer).
+ *   (`websock/Socket`'s `toSocket`: writes that wait for the peer).
  *
  * Without that request (nothing in @effect/platform-node 4.1 reaches the
  * original one), Effect's own `Socket.fromWebSocket` runs over the ws-like
@@ -159,7 +159,7 @@ export const make = (
           }
           return upgrade.connection
         })
-        return EffectSocket.toSocket(acquire, engine.runFork)
+        return EffectSocket.upgradedSocket(acquire)
       })
     }
     return Object.create(request, {
