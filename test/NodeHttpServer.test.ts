@@ -204,7 +204,7 @@ const oneMessageThen = (path: `/${string}`, end: Effect.Effect<void, string>) =>
   socketRoute(path, (socket) => Effect.andThen(Effect.flatMap(socket.reader, ({ pull }) => pull), end))
 
 describe("Effect's HttpServer on websock", () => {
-  it("serves GET /health through Effect's HttpClient (layerTest) and the example's /ws echo to the ws client and Node's WebSocket, on one port", async () => {
+  it("serves the example's routes on one port: GET /health through Effect's HttpClient (layerTest), the /ws echo to the ws client and Node's WebSocket, and EchoRpcs at /rpc", async () => {
     const client = await Effect.runPromise(
       Effect.gen(function*() {
         const response = yield* HttpClient.get("/health")
@@ -226,8 +226,21 @@ describe("Effect's HttpServer on websock", () => {
             await bounded("Node's WebSocket to open", new Promise((resolve) => (global.onopen = resolve)))
             global.send("from Node's client")
             await until("the echo to Node's WebSocket", () => received.length === 1)
-            return { status, body, echoed, global: received[0] }
+            return { status, body, echoed, global: received[0], port }
           })
+        ),
+        Effect.flatMap((result) =>
+          Effect.gen(function*() {
+            const rpc = yield* RpcClient.make(EchoRpcs)
+            const echo = yield* rpc.Echo({ text: "over RPC" })
+            const count = yield* Stream.runCollect(rpc.Count({ n: 3 }))
+            return { ...result, rpc: { echo, count } }
+          }).pipe(
+            Effect.provide(RpcClient.layerProtocolSocket().pipe(
+              Layer.provide(NodeSocket.layerWebSocket(`ws://127.0.0.1:${result.port}/rpc`)),
+              Layer.provide(RpcSerialization.layerJson)
+            ))
+          )
         ),
         Effect.provide(HttpRouter.serve(Routes, { disableListenLog: true, disableLogger: true }).pipe(Layer.provideMerge(NodeHttpServer.layerTest))),
         Effect.scoped
@@ -237,6 +250,7 @@ describe("Effect's HttpServer on websock", () => {
     expect(client.body).toBe("ok")
     expect(client.echoed).toEqual(["hello", "\u0001\u0002\u0003"])
     expect(client.global).toBe("from Node's client")
+    expect(client.rpc).toEqual({ echo: "over RPC", count: [1, 2, 3] })
   })
 
   it("is websock underneath: its keepalive Pings arrive, and a message over its maxMessageSize closes with 1009", async () => {
