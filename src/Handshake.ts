@@ -629,6 +629,17 @@ const RESERVED_101 = new Set([
 ])
 const RESERVED_ERROR = new Set(["connection", "content-type", "content-length", "transfer-encoding"])
 
+/**
+ * Whether the handshake sets this header of the 101 itself (`Upgrade`,
+ * `Connection`, `Sec-WebSocket-Accept`, `-Protocol`, `-Extensions`) or a 1xx
+ * may not have it (`Content-Length`, `Transfer-Encoding`): a caller's header
+ * of that name is dropped from `response101`.
+ *
+ * @since 0.2.0
+ * @category responses
+ */
+export const isReserved101Header = (name: string): boolean => RESERVED_101.has(name.toLowerCase())
+
 const userHeaders = (
   headers: ReadonlyArray<readonly [string, string]> | undefined,
   reserved: ReadonlySet<string>

@@ -34,6 +34,7 @@ import type { Duplex } from "node:stream"
 import { InvalidOption, ServerError } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
+import * as NodeUpgrade from "./internal/nodeUpgrade.ts"
 import * as Settings from "./internal/settings.ts"
 import type * as Server from "./Server.ts"
 
@@ -84,7 +85,7 @@ export const make = <const Routes extends Readonly<Record<string, Server.RouteIn
     const settings = yield* Settings.make(options as Server.Options<any>)
     const engine = yield* Engine.make(settings)
     return {
-      handleUpgrade: (request, socket, head) => handleUpgrade(engine, request, socket, head),
+      handleUpgrade: (request, socket, head) => NodeUpgrade.handleUpgrade(engine, request, socket, head),
       matches: (request) => {
         const path = pathOf(request.url)
         return path !== undefined && settings.router.match(path) !== undefined
@@ -138,27 +139,6 @@ export const attach = <const Routes extends Readonly<Record<string, Server.Route
 export interface UpgradeEmitter {
   on(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
   off(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
-}
-
-interface TcpSocket extends Duplex {
-  setNoDelay?: (noDelay: boolean) => unknown
-  setTimeout?: (timeout: number) => unknown
-}
-
-const handleUpgrade = (engine: Engine.Engine, request: IncomingMessage, socket: Duplex, head: Uint8Array): void => {
-  if (!Engine.admit(engine, socket)) return
-  const tcp = socket as TcpSocket
-  // Small frames go out at once; the HTTP server's idle timeout is not ours.
-  tcp.setNoDelay?.(true)
-  tcp.setTimeout?.(0)
-  const fields = Handshake.fromFields({
-    method: request.method ?? "",
-    target: request.url ?? "",
-    httpVersion: request.httpVersion,
-    headers: request.headersDistinct
-  })
-  if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
-  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout)
 }
 
 const pathOf = (url: string | undefined): string | undefined => {

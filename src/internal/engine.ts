@@ -153,8 +153,9 @@ export const upgrade = (
   }
   let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
   let extensions: string | undefined = undefined
-  if (settings.compression !== undefined && decision.extensions.length > 0) {
-    const negotiation = PerMessageDeflate.negotiate(decision.extensions, settings.compression)
+  const { compression } = route.connection ?? settings
+  if (compression !== undefined && decision.extensions.length > 0) {
+    const negotiation = PerMessageDeflate.negotiate(decision.extensions, compression)
     if (negotiation._tag === "Rejected") return rejectAndEnd(engine, socket, 400, negotiation.reason)
     if (negotiation._tag === "Accepted") {
       negotiated = negotiation.params
@@ -296,10 +297,11 @@ interface Upgraded {
 const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Array): void => {
   const { settings, state } = engine
   const { route, negotiated } = upgraded
+  const { limits, compression } = route.connection ?? settings
   // zlib contexts live in a scope of the connection's, closed when it ends.
   const codecScope = negotiated !== undefined ? Scope.makeUnsafe() : undefined
-  const codec = negotiated !== undefined && codecScope !== undefined && settings.compression !== undefined
-    ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, settings.compression), codecScope))
+  const codec = negotiated !== undefined && codecScope !== undefined && compression !== undefined
+    ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, compression), codecScope))
     : undefined
   let pending = 2 // the socket's close and the handler's end
   const done = () => {
@@ -312,12 +314,12 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   let over = false
   const driver = new Driver({
     socket,
-    limits: settings.limits,
+    limits,
     request: upgraded.req,
     protocol: upgraded.protocol,
     extensions: upgraded.extensions,
     codec,
-    deflateThreshold: settings.compression?.threshold ?? 0,
+    deflateThreshold: compression?.threshold ?? 0,
     run: engine.runPromiseExit,
     clock: engine.clock,
     onEnd: (d, outcome) => {

@@ -23,13 +23,21 @@ export interface ResolvedRoute {
   readonly headers: ((request: WebSocket.Request, accepted: any) => ReadonlyArray<readonly [string, string]>) | undefined
   /** The allowed `Origin`s, lower-cased (the route's, else the server's); `undefined`: any. */
   readonly origins: ReadonlySet<string> | undefined
+  /** This route's limits and permessage-deflate policy, in place of the server's (`undefined`: the server's). */
+  readonly connection?: Connection | undefined
+}
+
+/** What each connection runs under: its limits and timers, and the permessage-deflate policy. */
+export interface Connection {
+  readonly limits: Limits
+  readonly compression: PerMessageDeflate.Options | undefined
 }
 
 /** What `resolve` reads: the server's options. */
 export type Input = Options<any>
 
 /** The resolved settings. */
-export interface Settings {
+export interface Settings extends Connection {
   readonly port: number
   readonly host: string | undefined
   readonly router: Router.Router<ResolvedRoute>
@@ -38,8 +46,6 @@ export interface Settings {
   readonly closeTimeout: number
   readonly maxConnections: number
   readonly shutdownTimeout: number
-  readonly limits: Limits
-  readonly compression: PerMessageDeflate.Options | undefined
 }
 
 /** The defaults of every setting (times in milliseconds). */
@@ -103,31 +109,55 @@ export const resolve = (options: Input): Settings => {
   const router = Router.make(entries)
   if ("problem" in router) throw invalid("routes", router.problem)
   if (options.host !== undefined && typeof options.host !== "string") throw invalid("host", `must be a string, got ${String(options.host)}`)
-  const overflow = options.overflow ?? defaults.overflow
-  if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
-    throw invalid("overflow", `must be "wait", "drop" or "close", got ${String(overflow)}`)
-  }
-  const highWaterMark = integer("highWaterMark", options.highWaterMark ?? defaults.highWaterMark, 0)
-  const maxBufferedAmount = integer("maxBufferedAmount", options.maxBufferedAmount ?? defaults.maxBufferedAmount, 0)
-  const closeTimeout = millis("closeTimeout", options.closeTimeout, defaults.closeTimeout, 1)
+  const { limits, compression } = connection(options)
   return {
     port: integer("port", options.port ?? defaults.port, 0, 65535),
     host: options.host,
     router,
     maxHeadSize: integer("maxHeadSize", options.maxHeadSize ?? defaults.maxHeadSize, 256),
     handshakeTimeout: millis("handshakeTimeout", options.handshakeTimeout, defaults.handshakeTimeout, 1),
-    closeTimeout,
+    closeTimeout: limits.closeTimeout,
     maxConnections: integer("maxConnections", options.maxConnections ?? defaults.maxConnections, 1),
     shutdownTimeout: millis("shutdownTimeout", options.shutdownTimeout, defaults.shutdownTimeout, 0),
+    compression,
+    limits
+  }
+}
+
+/** The options of one connection, which `connection` reads (a server's, or a route's own). */
+export type ConnectionOption =
+  | "maxMessageSize"
+  | "closeTimeout"
+  | "pingInterval"
+  | "idleTimeout"
+  | "maxLifetime"
+  | "highWaterMark"
+  | "maxBufferedAmount"
+  | "overflow"
+  | "inboxHighWaterMark"
+  | "compression"
+
+export type ConnectionInput = Pick<Input, ConnectionOption>
+
+/**
+ * Checks and resolves the settings of one connection (a server's, or a
+ * route's own); throws `InvalidOption` like `resolve`.
+ */
+export const connection = (options: ConnectionInput): Connection => {
+  const overflow = options.overflow ?? defaults.overflow
+  if (overflow !== "wait" && overflow !== "drop" && overflow !== "close") {
+    throw invalid("overflow", `must be "wait", "drop" or "close", got ${String(overflow)}`)
+  }
+  return {
     compression: compression(options.compression),
     limits: {
       maxMessageSize: integer("maxMessageSize", options.maxMessageSize ?? defaults.maxMessageSize, 1),
-      closeTimeout,
+      closeTimeout: millis("closeTimeout", options.closeTimeout, defaults.closeTimeout, 1),
       pingInterval: millis("pingInterval", options.pingInterval, defaults.pingInterval, 0),
       idleTimeout: millis("idleTimeout", options.idleTimeout, defaults.idleTimeout, 0),
       maxLifetime: millis("maxLifetime", options.maxLifetime, defaults.maxLifetime, 0),
-      highWaterMark,
-      maxBufferedAmount,
+      highWaterMark: integer("highWaterMark", options.highWaterMark ?? defaults.highWaterMark, 0),
+      maxBufferedAmount: integer("maxBufferedAmount", options.maxBufferedAmount ?? defaults.maxBufferedAmount, 0),
       overflow,
       inboxHighWaterMark: integer("inboxHighWaterMark", options.inboxHighWaterMark ?? defaults.inboxHighWaterMark, 1)
     }
@@ -168,7 +198,7 @@ const route = (key: string, value: unknown, serverOrigins: ReadonlySet<string> |
  * An Origin allow-list: serialized origins (`https://example.com`,
  * `http://localhost:3000`: scheme, host and port, no path), or "null".
  */
-const origins = (option: string, value: unknown): ReadonlySet<string> | undefined => {
+export const origins = (option: string, value: unknown): ReadonlySet<string> | undefined => {
   if (value === undefined) return undefined
   if (!Array.isArray(value)) throw invalid(option, "must be an array of origins such as \"https://example.com\"")
   const allowed = new Set<string>()

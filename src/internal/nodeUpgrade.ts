@@ -1,0 +1,43 @@
+/**
+ * Feeding a `node:http` (or `node:https`) `upgrade` event to the engine:
+ * the request as Node parsed it (`headersDistinct`, so that repeated
+ * headers are all seen), the socket and the bytes after the head. Used by
+ * `Upgrade` (websock's routes) and `NodeHttpServer` (a route of Effect's
+ * router, passed as `matched`).
+ *
+ * @internal
+ */
+import type { IncomingMessage } from "node:http"
+import type { Duplex } from "node:stream"
+import * as Handshake from "../Handshake.ts"
+import * as Engine from "./engine.ts"
+import type * as Router from "./router.ts"
+import type * as Settings from "./settings.ts"
+
+interface TcpSocket extends Duplex {
+  setNoDelay?: (noDelay: boolean) => unknown
+  setTimeout?: (timeout: number) => unknown
+}
+
+/** Counts the socket in, then answers the upgrade (`Engine.upgrade`). */
+export const handleUpgrade = (
+  engine: Engine.Engine,
+  request: IncomingMessage,
+  socket: Duplex,
+  head: Uint8Array,
+  matched?: Router.Match<Settings.ResolvedRoute>
+): void => {
+  if (!Engine.admit(engine, socket)) return
+  const tcp = socket as TcpSocket
+  // Small frames go out at once; the HTTP server's idle timeout is not ours.
+  tcp.setNoDelay?.(true)
+  tcp.setTimeout?.(0)
+  const fields = Handshake.fromFields({
+    method: request.method ?? "",
+    target: request.url ?? "",
+    httpVersion: request.httpVersion,
+    headers: request.headersDistinct
+  })
+  if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
+  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched)
+}
