@@ -13,7 +13,8 @@
  *   BENCH_SECONDS=5       measured seconds per load scenario
  *   BENCH_WARMUP=2        warm-up seconds before measuring
  *   BENCH_SCENARIOS=A,B   subset of A-F
- *   BENCH_SERVERS=ws,raw  subset of websock, raw, minimal, ws, ws-bufferutil, effect
+ *   BENCH_SERVERS=ws,raw  subset of websock, raw, minimal, ws, ws-bufferutil, effect,
+ *                         effect-http-websock, effect-http-ws
  *   BENCH_IDLE_CONNS=10000  connections for scenario F (2000 with BENCH_DEFLATE=1)
  *   BENCH_HOLD=2          seconds F holds its connections before reading RSS
  *   BENCH_DEFLATE=1       offer permessage-deflate and turn it on in the peers (raw is skipped);
@@ -149,7 +150,10 @@ const allServers: ReadonlyArray<Server> = [
   peer("minimal", "minimal WS echo (unmasks)", "bench/peers/raw-echo.ts", { deflate: false }),
   peer("ws", "ws pure JS", "bench/peers/ws-echo.ts", { env: { WS_NO_BUFFER_UTIL: "1" } }),
   peer("ws-bufferutil", "ws + bufferutil", "bench/peers/ws-echo.ts"),
-  peer("effect", "Effect layerWebSocket", "bench/peers/effect-echo.ts")
+  peer("effect", "Effect layerWebSocket", "bench/peers/effect-echo.ts"),
+  // an Effect HttpRouter route calling HttpServerRequest.upgrade, on websock's NodeHttpServer and on Effect's own (ws)
+  peer("effect-http-websock", "Effect HTTP route on websock", "bench/peers/effect-http-echo.ts", { env: { ENGINE: "websock" } }),
+  peer("effect-http-ws", "Effect HTTP route on ws", "bench/peers/effect-http-echo.ts", { env: { ENGINE: "effect" } })
 ]
 
 /** The column every ratio is taken against. */
