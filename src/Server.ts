@@ -258,6 +258,10 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
       server.once("error", onError)
       server.listen({ port: settings.port, host: settings.host }, () => {
         server.off("error", onError)
+        // A failed accept is the listener's error: logged, never thrown (it would end the process).
+        server.on("error", (cause) => {
+          engine.runFork(Effect.logError("websock: the listener failed to accept a connection", String(cause)))
+        })
         resume(Effect.void)
       })
     })

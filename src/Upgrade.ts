@@ -18,9 +18,9 @@
  *
  * The request has been parsed by Node (its `maxHeaderSize` and
  * `headersTimeout` apply); websock then holds it to the rules of
- * `Handshake` (400, 405, 426, ...), finds the route (404 otherwise, or, with
- * `unmatched: "ignore"`, nothing: the request is left to your other
- * `upgrade` listeners), runs the route's upgrade decision under
+ * `Handshake` (400, 405, 426, ...), finds the route (for another path: 404
+ * when websock's is the only `upgrade` listener, otherwise nothing, the
+ * request is left to your other listeners), runs the route's upgrade decision under
  * `handshakeTimeout`, and runs the connection over the socket Node gives,
  * TLS included. The bytes that came with the request (`head`) are the
  * connection's first.
@@ -99,8 +99,10 @@ export const make = <const Routes extends Readonly<Record<string, Server.RouteIn
  * listener is added, and closing the scope removes it, sends 1001 to
  * websock's connections and waits for their closing handshakes (up to
  * `shutdownTimeout`), leaving your server open. A request whose path no
- * route matches is answered 404, or with `unmatched: "ignore"` left to the
- * server's other `upgrade` listeners.
+ * route matches is answered 404 when websock's is the server's only
+ * `upgrade` listener, and is otherwise left to the other listeners (always,
+ * with `unmatched: "ignore"`). A socket is answered once: calling
+ * `handleUpgrade` again for it does nothing.
  *
  * @since 0.2.0
  * @category constructors
@@ -118,7 +120,9 @@ export const attach = <const Routes extends Readonly<Record<string, Server.Route
     }
     const upgrader = yield* make(rest as Options<Routes>)
     const listener = (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
-      if (unmatched === "ignore" && !upgrader.matches(request)) return
+      // Node gives every upgrade to every listener: a 404 is ours to send
+      // only when no other listener may answer the request.
+      if ((unmatched === "ignore" || server.listenerCount("upgrade") > 1) && !upgrader.matches(request)) return
       upgrader.handleUpgrade(request, socket, head)
     }
     // Added after the engine: removed first, before its connections are closed.
@@ -139,6 +143,7 @@ export const attach = <const Routes extends Readonly<Record<string, Server.Route
 export interface UpgradeEmitter {
   on(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
   off(event: "upgrade", listener: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void): unknown
+  listenerCount(event: "upgrade"): number
 }
 
 const pathOf = (url: string | undefined): string | undefined => {

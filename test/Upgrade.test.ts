@@ -226,6 +226,70 @@ describe("one port: the user's HTTP server and websock", () => {
   })
 })
 
+describe("one answer per socket, every socket counted out", () => {
+  it("an unrouted path with another upgrade listener present is left to it (no 404 of ours mixed in)", async () => {
+    const started = await start({ routes: { "/ws": echo } })
+    started.http.on("upgrade", (request: Http.IncomingMessage, socket: Duplex) => {
+      if (request.url === "/theirs") socket.end("HTTP/1.1 418 I'm a teapot\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    })
+    const c = await RawClient.request(started.port, { path: "/theirs" })
+    expect(c.response.status).toBe(418)
+    expect(Buffer.from(await c.expectEnd()).length).toBe(0)
+  })
+
+  it("Upgrade.make from the user's own async listener: a socket gone meanwhile is not counted; a second call for one socket is ignored", async () => {
+    const http = Http.createServer()
+    http.listen(0, "127.0.0.1")
+    await once(http, "listening")
+    const scope = Scope.makeUnsafe()
+    opened.push(async () => {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      http.closeAllConnections()
+      await new Promise<void>((resolve) => http.close(() => resolve()))
+    })
+    const upgrader = await Effect.runPromise(
+      Upgrade.make({ ...settings, routes: { "/ws": echo } }).pipe(Scope.provide(scope)) as Effect.Effect<Upgrade.Upgrader, ServerError>
+    )
+    const gone: Array<Promise<unknown>> = []
+    http.on("upgrade", async (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (request.url === "/ws?late") {
+        // An authentication that takes a while, during which the socket is gone.
+        const closed = once(socket, "close")
+        socket.destroy()
+        gone.push(closed.then(() => upgrader.handleUpgrade(request, socket, head)))
+        return
+      }
+      upgrader.handleUpgrade(request, socket, head)
+      upgrader.handleUpgrade(request, socket, head)
+    })
+    const port = (http.address() as AddressInfo).port
+    expect(await RawClient.request(port, { path: "/ws?late" }).catch(() => "gone")).toBe("gone")
+    await until("the late request received", () => gone.length === 1)
+    await bounded("the late handleUpgrade", gone[0]!)
+    expect(Effect.runSync(upgrader.connections)).toBe(0)
+    const c = await RawClient.connect(port)
+    await c.sendText("one answer")
+    expect(await c.expectText()).toBe("one answer")
+    expect(Effect.runSync(upgrader.connections)).toBe(1)
+    await c.sendClose(1000)
+    await c.expectClose(1000)
+    await until("counted out", () => Effect.runSync(upgrader.connections) === 0)
+  })
+
+  it("a shutdown past shutdownTimeout ends a connection still closing after its handler returned", async () => {
+    const started = await start({ closeTimeout: 60_000, shutdownTimeout: 100, routes: { "/ws": (ws) => ws.send("bye") } })
+    const c = await RawClient.connect(started.port)
+    expect(await c.expectText()).toBe("bye")
+    // The handler returned: our Close 1000 is out; this client never answers it.
+    expect(Frame.parseClose((await c.expectFrame(Frame.Opcode.Close)).payload)).toMatchObject({ code: 1000 })
+    expect(Effect.runSync(started.upgrader.connections)).toBe(1)
+    await bounded("the detach", started.detach())
+    // Ended by the shutdown, not by closeTimeout (a minute).
+    await until("counted out", () => Effect.runSync(started.upgrader.connections) === 0)
+    await c.expectEnd()
+  })
+})
+
 describe("the route's upgrade decision", () => {
   const privateRoute = Server.route({
     upgrade: (request) =>

@@ -52,6 +52,8 @@ export interface State {
    */
   readonly handshaking: Map<() => void, Duplex>
   readonly drivers: Set<Driver>
+  /** Counted sockets answered with an HTTP error, until they close. */
+  readonly answering: Set<Duplex>
   /** Sockets counted in and not yet ended (handshaking or upgraded). */
   active: number
   idleWaiters: Array<() => void>
@@ -66,7 +68,7 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
   Effect.gen(function*() {
     const runFork = yield* FiberSet.makeRuntime<any>()
     const context = yield* Effect.context<any>()
-    const state: State = { shuttingDown: false, handshaking: new Map(), drivers: new Set(), active: 0, idleWaiters: [] }
+    const state: State = { shuttingDown: false, handshaking: new Map(), drivers: new Set(), answering: new Set(), active: 0, idleWaiters: [] }
     const clock: Clock = { now: Date.now() }
     // One timer for every connection's keepalive, idle timeout and lifetime.
     yield* Effect.acquireRelease(
@@ -95,6 +97,9 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
 export const admit = (engine: Engine, socket: Duplex): boolean => {
   const { settings, state } = engine
   socket.on("error", ignore)
+  // Gone already (e.g. while the caller's own listener awaited something):
+  // nothing to answer, and its close has been and will not come again.
+  if (socket.destroyed) return false
   if (state.shuttingDown || state.active >= settings.maxConnections) {
     reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
     return false
@@ -163,6 +168,7 @@ export const upgrade = (
     }
   }
   const accept = (accepted: unknown, rest: Uint8Array) => {
+    if (socket.destroyed) return ended(state)
     let chosen: string | undefined = undefined
     let extra: ReadonlyArray<readonly [string, string]> = []
     try {
@@ -425,8 +431,13 @@ export const rejectAndEnd = (
   reason: string,
   headers?: ReadonlyArray<readonly [string, string]>
 ): void => {
-  if (socket.destroyed) return ended(engine.state)
-  socket.once("close", () => ended(engine.state))
+  const { state } = engine
+  if (socket.destroyed) return ended(state)
+  state.answering.add(socket)
+  socket.once("close", () => {
+    state.answering.delete(socket)
+    ended(state)
+  })
   reject(socket, status, reason, engine.settings.closeTimeout, headers)
 }
 
@@ -469,6 +480,9 @@ const shutdown = (engine: Engine): Effect.Effect<void> =>
       })
     })
     yield* allEnded.pipe(Effect.timeoutOrElse({ duration: settings.shutdownTimeout, orElse: () => Effect.void }))
-    // What remains is interrupted by the FiberSet's own finalizer, which
-    // aborts each connection (and destroys its socket).
+    // What remains is ended: connections still closing (their handlers may
+    // have returned), sockets still reading out an HTTP error. Handlers
+    // still running are interrupted by the FiberSet's own finalizer.
+    for (const driver of state.drivers) driver.abort()
+    for (const socket of state.answering) socket.destroy()
   })

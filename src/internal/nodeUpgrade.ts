@@ -19,7 +19,10 @@ interface TcpSocket extends Duplex {
   setTimeout?: (timeout: number) => unknown
 }
 
-/** Counts the socket in, then answers the upgrade (`Engine.upgrade`). */
+/** Sockets an engine has taken: a second call for one of them is ignored (one answer per socket). */
+const taken = new WeakSet<Duplex>()
+
+/** Counts the socket in, then answers the upgrade (`Engine.upgrade`); a socket already taken is left alone. */
 export const handleUpgrade = (
   engine: Engine.Engine,
   request: IncomingMessage,
@@ -27,6 +30,8 @@ export const handleUpgrade = (
   head: Uint8Array,
   matched?: Router.Match<Settings.ResolvedRoute>
 ): void => {
+  if (taken.has(socket)) return
+  taken.add(socket)
   if (!Engine.admit(engine, socket)) return
   const tcp = socket as TcpSocket
   // Small frames go out at once; the HTTP server's idle timeout is not ours.
