@@ -28,6 +28,7 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import * as Metrics from "./metrics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
 
@@ -40,6 +41,8 @@ export interface Engine {
   readonly runFork: <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.Fiber<A, E>
   readonly runPromiseExit: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<Exit.Exit<A, E>>
   readonly clock: Clock
+  /** The metrics, unless turned off (`metrics: false`). */
+  readonly instruments: Metrics.Instruments | undefined
 }
 
 /** The sockets of one server. */
@@ -80,7 +83,8 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
       }),
       (timer) => Effect.sync(() => clearInterval(timer))
     )
-    const engine: Engine = { settings, state, runFork, runPromiseExit: Effect.runPromiseExitWith(context), clock }
+    const instruments = settings.metrics ? Metrics.instruments(context) : undefined
+    const engine: Engine = { settings, state, runFork, runPromiseExit: Effect.runPromiseExitWith(context), clock, instruments }
     // Added after the FiberSet, so it runs before the FiberSet interrupts the
     // connections (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => shutdown(engine))
@@ -96,6 +100,7 @@ export const admit = (engine: Engine, socket: Duplex): boolean => {
   const { settings, state } = engine
   socket.on("error", ignore)
   if (state.shuttingDown || state.active >= settings.maxConnections) {
+    engine.instruments?.upgraded(503)
     reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
     return false
   }
@@ -125,6 +130,7 @@ export const upgrade = (
   matched?: Router.Match<ResolvedRoute>
 ): void => {
   const { settings, state } = engine
+  const started = engine.instruments !== undefined ? performance.now() : 0
   if (state.shuttingDown) return rejectAndEnd(engine, socket, 503, "server shutting down")
   const decision = Handshake.validateUpgrade(request)
   if (decision._tag === "Reject") return rejectAndEnd(engine, socket, decision.status, decision.reason, decision.headers)
@@ -181,6 +187,12 @@ export const upgrade = (
       ))
     }
     socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
+    const instruments = engine.instruments
+    if (instruments !== undefined) {
+      instruments.upgraded(101)
+      instruments.accepted++
+      instruments.handshake.observe((performance.now() - started) / 1000)
+    }
     run(engine, socket, { route, req, accepted, protocol, extensions, negotiated }, rest)
   }
   if (route.upgrade === undefined) return accept(undefined, rest)
@@ -320,10 +332,16 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     extensions: upgraded.extensions,
     codec,
     deflateThreshold: compression?.threshold ?? 0,
+    instruments: engine.instruments,
     run: engine.runPromiseExit,
     clock: engine.clock,
     onEnd: (d, outcome) => {
       state.drivers.delete(d)
+      const instruments = engine.instruments
+      if (instruments !== undefined) {
+        instruments.open--
+        instruments.closed(outcome.code, outcome.initiator)
+      }
       const detail = outcome.detail
       if (detail !== undefined && CloseReason.isViolation(detail)) {
         engine.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
@@ -338,6 +356,7 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     }
   })
   state.drivers.add(driver)
+  if (engine.instruments !== undefined) engine.instruments.open++
   // Suspended, so that a handler that throws before returning its Effect is
   // a defect of its own connection (1011), like one that dies inside it.
   fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))))
@@ -426,6 +445,7 @@ export const rejectAndEnd = (
   headers?: ReadonlyArray<readonly [string, string]>
 ): void => {
   if (socket.destroyed) return ended(engine.state)
+  engine.instruments?.upgraded(status)
   socket.once("close", () => ended(engine.state))
   reject(socket, status, reason, engine.settings.closeTimeout, headers)
 }
