@@ -142,6 +142,10 @@ describe("metrics", () => {
       expect(histogram(server, "websock.handshake.duration").count).toBe(3)
       expect(value(server, "websock.messages.dropped")).toBe(0)
       expect(value(server, "websock.socket.pauses")).toBe(0)
+      // Units as OpenTelemetry writes them, in the `unit` attribute (not a Prometheus label).
+      expect(series(server, "websock.bytes.sent", text)[0]!.attributes).toMatchObject({ unit: "By" })
+      expect(series(server, "websock.handshake.duration")[0]!.attributes).toMatchObject({ unit: "s" })
+      expect(series(server, "websock.closes", closes(1000, "remote"))[0]!.attributes).toMatchObject({ unit: "{connection}" })
     })
   })
 

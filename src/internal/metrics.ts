@@ -90,6 +90,16 @@ interface Cell {
 
 const counterState = (count: number): Metric.CounterState<number> => ({ count, incremental: true })
 
+/**
+ * The `unit` attribute (OpenTelemetry's unit notation: `By`, `s`,
+ * `{message}`), from the end of the description; Effect's Prometheus
+ * formatter leaves it out of the labels.
+ */
+const unit = (description: string, attributes?: Record<string, string>): Record<string, string> => ({
+  unit: /\(([^()]+)\)$/.exec(description)![1]!,
+  ...attributes
+})
+
 /** `registerUnsafe` ignores a series' update hooks (ours are the fields below). */
 const noop = (): void => {}
 
@@ -128,11 +138,19 @@ export class Instruments {
   constructor(context: Context.Context<never>) {
     this.context = context
     const gauge = (name: string, description: string, get: () => number) =>
-      Metric.registerUnsafe(Metric.gauge(name, { description }), context, reading(() => ({ value: get() })))
+      Metric.registerUnsafe(Metric.gauge(name, { description, attributes: unit(description) }), context, reading(() => ({ value: get() })))
     const counter = (name: string, description: string, attributes: Record<string, string> | undefined, get: () => number) =>
-      Metric.registerUnsafe(Metric.counter(name, { description, attributes, incremental: true }), context, reading(() => counterState(get())))
+      Metric.registerUnsafe(
+        Metric.counter(name, { description, attributes: unit(description, attributes), incremental: true }),
+        context,
+        reading(() => counterState(get()))
+      )
     const histogram = (name: string, description: string, attributes: Record<string, string> | undefined, buckets: Buckets, bounds: ReadonlyArray<number>) =>
-      Metric.registerUnsafe(Metric.histogram(name, { description, attributes, boundaries: bounds }), context, reading(() => buckets.state()))
+      Metric.registerUnsafe(
+        Metric.histogram(name, { description, attributes: unit(description, attributes), boundaries: bounds }),
+        context,
+        reading(() => buckets.state())
+      )
     const text = { "websocket.message.type": "text" }
     const binary = { "websocket.message.type": "binary" }
     const receive = { "network.io.direction": "receive" }
@@ -168,7 +186,7 @@ export class Instruments {
       Metric.registerUnsafe(
         Metric.counter(names.upgrades, {
           description: "Upgrade requests answered, by status ({request})",
-          attributes: { "http.response.status_code": String(status) },
+          attributes: { unit: "{request}", "http.response.status_code": String(status) },
           incremental: true
         }),
         this.context,
@@ -188,7 +206,7 @@ export class Instruments {
       Metric.registerUnsafe(
         Metric.counter(names.closes, {
           description: "Connections closed, by close code and by the side that closed first ({connection})",
-          attributes: { "websocket.close.code": String(code), "websocket.close.initiator": initiator },
+          attributes: { unit: "{connection}", "websocket.close.code": String(code), "websocket.close.initiator": initiator },
           incremental: true
         }),
         this.context,
