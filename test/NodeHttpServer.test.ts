@@ -26,6 +26,7 @@ import * as HttpServer from "effect/http/HttpServer"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Rpc from "effect/rpc/Rpc"
 import * as RpcClient from "effect/rpc/RpcClient"
 import * as RpcSerialization from "effect/rpc/RpcSerialization"
@@ -251,6 +252,38 @@ describe("Effect's HttpServer on websock", () => {
     expect(client.echoed).toEqual(["hello", "\u0001\u0002\u0003"])
     expect(client.global).toBe("from Node's client")
     expect(client.rpc).toEqual({ echo: "over RPC", count: [1, 2, 3] })
+  })
+
+  it("serves the example's GET /metrics in the Prometheus text format, websock's counters moving with a session", async () => {
+    const registry: Metric.MetricRegistry = new Map()
+    const scrape = Effect.flatMap(HttpClient.get("/metrics"), (response) =>
+      Effect.map(response.text, (body) => ({ body, type: response.headers["content-type"] })))
+    const result = await Effect.runPromise(
+      Effect.gen(function*() {
+        const before = yield* scrape
+        const server = yield* HttpServer.HttpServer
+        yield* Effect.promise(async () => {
+          const ws = await connectWs(`ws://127.0.0.1:${portOf(server)}/ws`)
+          ws.ws.send("hello")
+          ws.ws.send("world!")
+          await nextMessage(ws, 2)
+        })
+        return { before, after: yield* scrape }
+      }).pipe(
+        Effect.provide(HttpRouter.serve(Routes, { disableListenLog: true, disableLogger: true }).pipe(Layer.provideMerge(NodeHttpServer.layerTest))),
+        Effect.scoped,
+        Effect.provideService(Metric.MetricRegistry, registry)
+      )
+    )
+    expect(result.after.type).toContain("text/plain")
+    expect(result.before.body).toMatch(/^# TYPE websock_connections_accepted counter$/m)
+    expect(result.before.body).toMatch(/^websock_connections_accepted 0$/m)
+    expect(result.after.body).toMatch(/^websock_connections_accepted 1$/m)
+    expect(result.after.body).toMatch(/^websock_connections_open 1$/m)
+    expect(result.after.body).toMatch(/^websock_upgrades\{http_response_status_code="101"\} 1$/m)
+    expect(result.after.body).toMatch(/^websock_messages_received\{websocket_message_type="text"\} 2$/m)
+    expect(result.after.body).toMatch(/^websock_bytes_received\{websocket_message_type="text"\} 11$/m)
+    expect(result.after.body).toMatch(/^websock_message_size_count\{network_io_direction="receive"\} 2$/m)
   })
 
   it("is websock underneath: its keepalive Pings arrive, and a message over its maxMessageSize closes with 1009", async () => {
