@@ -4,6 +4,7 @@
  * request, one `websock.connection` per connection (the upgrade's child),
  * and the handler's own spans under its connection.
  */
+import { Buffer } from "node:buffer"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
@@ -13,6 +14,7 @@ import * as Tracer from "effect/Tracer"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Server from "../src/Server.ts"
 import type * as Ws from "../src/WebSocket.ts"
+import * as Logs from "./support/Logs.ts"
 import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
 import { until } from "./support/Wait.ts"
@@ -129,5 +131,46 @@ describe("spans", () => {
       expect(connection!.attributes.get("websocket.close.code")).toBe(1011)
       expect(connection!.attributes.get("websocket.close.initiator")).toBe("local")
     })
+  })
+
+  it("logs a violation with the connection's annotations and none of its payload, the spans neither", async () => {
+    const logs = Logs.capture()
+    const spans: Array<Tracer.NativeSpan> = []
+    const tracer = Tracer.make({
+      span(options) {
+        const span = new Tracer.NativeSpan(options)
+        spans.push(span)
+        return span
+      }
+    })
+    const scope = Scope.makeUnsafe()
+    const server = await Effect.runPromise(
+      Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo } }).pipe(
+        Scope.provide(scope),
+        Effect.provideService(Tracer.Tracer, tracer),
+        logs.provide
+      )
+    )
+    try {
+      const client = await RawClient.connect(server.address.port, { path: "/ws?room=1" })
+      const secret = "SECRET-PAYLOAD"
+      await client.sendText(secret)
+      expect(await client.expectText()).toBe(secret)
+      // The secret again, then a byte that is not UTF-8: 1007.
+      await client.sendFrame(0x1, new Uint8Array([...Buffer.from(secret), 0xff]))
+      await client.expectClose(1007)
+      await until("the violation logged", () => logs.entries.some((e) => e.message.includes("1007")))
+      const line = logs.entries.find((e) => e.message.includes("1007"))!
+      expect(line.level).toBe("Warn")
+      expect(line.annotations).toMatchObject({ path: "/ws", remote: expect.stringMatching(/^127\.0\.0\.1:\d+$/) })
+      expect(typeof line.annotations.connection).toBe("number")
+      for (const entry of logs.entries) expect(entry.text).not.toContain(secret)
+      await until("the connection's span ended", () => ended(named(spans, "websock.connection")[0]))
+      for (const span of spans) expect(JSON.stringify([...span.attributes])).not.toContain(secret)
+      expect(named(spans, "websock.connection")[0]!.attributes.get("websock.connection.id")).toBe(line.annotations.connection)
+    } finally {
+      RawClient.destroyAll()
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
   })
 })
