@@ -272,6 +272,36 @@ describe("metrics", () => {
     }
   })
 
+  it("keeps servers with their own metric attributes apart in one registry", async () => {
+    const registry: Metric.MetricRegistry = new Map()
+    const scope = Scope.makeUnsafe()
+    const make = (name: string) =>
+      Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo } }).pipe(
+        Scope.provide(scope),
+        Effect.provideService(Metric.MetricRegistry, registry),
+        Effect.provideService(Metric.CurrentMetricAttributes, { server: name })
+      )
+    try {
+      const one = await Effect.runPromise(make("one"))
+      const two = await Effect.runPromise(make("two"))
+      await RawClient.connect(one.address.port)
+      await RawClient.connect(one.address.port)
+      await RawClient.connect(two.address.port)
+      const context = Context.make(Metric.MetricRegistry, registry)
+      const accepted = () =>
+        Object.fromEntries(
+          Metric.snapshotUnsafe(context)
+            .filter((s) => s.id === "websock.connections.accepted")
+            .map((s) => [(s.attributes as Record<string, string>).server, (s.state as Metric.CounterState<number>).count])
+        )
+      await until("all counted", () => accepted().one === 2 && accepted().two === 1)
+      expect(accepted()).toEqual({ one: 2, two: 1 })
+    } finally {
+      RawClient.destroyAll()
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+  })
+
   it("rejects a metrics option that is not a boolean", async () => {
     const exit = await Effect.runPromiseExit(
       Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, metrics: "yes" as unknown as boolean }).pipe(Effect.scoped)

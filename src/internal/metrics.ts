@@ -239,16 +239,24 @@ export class Instruments {
   }
 }
 
-/** One `Instruments` per registry, so that servers sharing a registry add up instead of replacing each other's series. */
-const byRegistry = new WeakMap<Metric.MetricRegistry, Instruments>()
+/**
+ * One `Instruments` per registry and set of contextual attributes
+ * (`Metric.CurrentMetricAttributes`, merged into every series), so that
+ * servers sharing both add up instead of replacing each other's series.
+ */
+const byRegistry = new WeakMap<Metric.MetricRegistry, Map<string, Instruments>>()
 
 /** The instruments of the registry in `context` (made and registered on first use). */
 export const instruments = (context: Context.Context<never>): Instruments => {
   const registry = Context.get(context, Metric.MetricRegistry)
-  let found = byRegistry.get(registry)
+  const attributes = Context.get(context, Metric.CurrentMetricAttributes)
+  const key = JSON.stringify(Object.entries(attributes).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+  let sets = byRegistry.get(registry)
+  if (sets === undefined) byRegistry.set(registry, sets = new Map())
+  let found = sets.get(key)
   if (found === undefined) {
     found = new Instruments(context)
-    byRegistry.set(registry, found)
+    sets.set(key, found)
   }
   return found
 }
