@@ -122,7 +122,8 @@ interface Remote {
  * then runs the connection. `rest` holds the bytes that came after the head;
  * `deadline` (a `Date.now()` time) bounds the route's upgrade decision.
  * `matched` is the route when the caller chose it itself (the router's
- * otherwise).
+ * otherwise); `parent` the span the upgrade's span belongs under (an HTTP
+ * server's request span; the engine's context's current span otherwise).
  */
 export const upgrade = (
   engine: Engine,
@@ -130,12 +131,18 @@ export const upgrade = (
   request: Handshake.Request,
   rest: Uint8Array,
   deadline: number,
-  matched?: Router.Match<ResolvedRoute>
+  matched?: Router.Match<ResolvedRoute>,
+  parent?: Tracer.AnySpan
 ): void => {
   const { settings, state } = engine
   const started = engine.instruments !== undefined ? performance.now() : 0
   const remote = socket as Remote
-  const span = engine.tracing.start("websock.upgrade", { kind: "server", attributes: upgradeAttributes(request, remote) })
+  const span = engine.tracing.start("websock.upgrade", {
+    // Under an HTTP server's request span, that span is the server's.
+    kind: parent === undefined ? "server" : "internal",
+    parent,
+    attributes: upgradeAttributes(request, remote)
+  })
   /** Answers with an error; the upgrade's span ends with its status. */
   const refuse: Refuse = (status, reason, headers) => {
     endUpgrade(engine, span, status)

@@ -7,6 +7,7 @@
  *
  * @internal
  */
+import type * as Tracer from "effect/Tracer"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import * as Handshake from "../Handshake.ts"
@@ -19,13 +20,14 @@ interface TcpSocket extends Duplex {
   setTimeout?: (timeout: number) => unknown
 }
 
-/** Counts the socket in, then answers the upgrade (`Engine.upgrade`). */
+/** Counts the socket in, then answers the upgrade (`Engine.upgrade`; `parent`: the span the upgrade's belongs under). */
 export const handleUpgrade = (
   engine: Engine.Engine,
   request: IncomingMessage,
   socket: Duplex,
   head: Uint8Array,
-  matched?: Router.Match<Settings.ResolvedRoute>
+  matched?: Router.Match<Settings.ResolvedRoute>,
+  parent?: Tracer.AnySpan
 ): void => {
   if (!Engine.admit(engine, socket)) return
   const tcp = socket as TcpSocket
@@ -39,5 +41,5 @@ export const handleUpgrade = (
     headers: request.headersDistinct
   })
   if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
-  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched)
+  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched, parent)
 }
