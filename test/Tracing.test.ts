@@ -102,6 +102,21 @@ describe("spans", () => {
     })
   })
 
+  it("continues the trace a client's traceparent header names", async () => {
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const parentId = "00f067aa0ba902b7"
+    await withTracedServer({}, async (port, spans) => {
+      const client = await RawClient.connect(port, { headers: { traceparent: `00-${traceId}-${parentId}-01` } })
+      await client.sendClose(1000)
+      await client.expectClose(1000)
+      await until("the connection's span ended", () => ended(named(spans, "websock.connection")[0]))
+      const [upgrade] = named(spans, "websock.upgrade")
+      expect(upgrade!.traceId).toBe(traceId)
+      expect(parentOf(upgrade!)).toBe(parentId)
+      expect(named(spans, "websock.connection")[0]!.traceId).toBe(traceId)
+    })
+  })
+
   it("traces a refused upgrade with its status, and negotiated extensions", async () => {
     await withTracedServer({ compression: {} }, async (port, spans) => {
       const refused = await RawClient.request(port, { path: "/nowhere" })

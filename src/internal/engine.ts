@@ -16,8 +16,11 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Headers from "effect/http/Headers"
+import * as HttpTraceContext from "effect/http/HttpTraceContext"
 import type * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 import { Buffer } from "node:buffer"
@@ -123,7 +126,8 @@ interface Remote {
  * `deadline` (a `Date.now()` time) bounds the route's upgrade decision.
  * `matched` is the route when the caller chose it itself (the router's
  * otherwise); `parent` the span the upgrade's span belongs under (an HTTP
- * server's request span; the engine's context's current span otherwise).
+ * server's request span; otherwise the one the request's trace headers
+ * name, or the engine's context's current span).
  */
 export const upgrade = (
   engine: Engine,
@@ -140,7 +144,7 @@ export const upgrade = (
   const span = engine.tracing.start("websock.upgrade", {
     // Under an HTTP server's request span, that span is the server's.
     kind: parent === undefined ? "server" : "internal",
-    parent,
+    parent: parent ?? traceParent(request.headers),
     attributes: upgradeAttributes(request, remote)
   })
   /** Answers with an error; the upgrade's span ends with its status. */
@@ -306,6 +310,12 @@ const decide = (
 
 /** Answers an upgrade with an HTTP error. */
 type Refuse = (status: number, reason: string, headers?: ReadonlyArray<readonly [string, string]>) => void
+
+/** The span a client's trace headers name (W3C `traceparent`, B3), as Effect's HTTP server reads them. */
+const traceParent = (headers: ReadonlyMap<string, string>): Tracer.AnySpan | undefined =>
+  headers.has("traceparent") || headers.has("b3") || headers.has("x-b3-traceid")
+    ? Option.getOrUndefined(HttpTraceContext.fromHeaders(Headers.fromInput(Object.fromEntries(headers))))
+    : undefined
 
 const upgradeAttributes = (request: Handshake.Request, remote: Remote): Record<string, unknown> => {
   const attributes: Record<string, unknown> = { "http.request.method": request.method, "url.path": request.path }
