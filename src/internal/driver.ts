@@ -12,7 +12,9 @@
  *
  * The hot path (`onData`, the outbox's flush) runs in socket callbacks,
  * outside any fiber: an Effect is allocated per batch of messages handed to
- * the handler, never per frame.
+ * the handler, never per frame. Messages are counted there too (the
+ * connection's `Tally` and the server's metrics): field increments, no
+ * Effect.
  *
  * @internal
  */

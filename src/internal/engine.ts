@@ -3,7 +3,9 @@
  * the upgrade (the handshake's rules, the route, the Origin allow-list,
  * permessage-deflate, the route's own upgrade decision), runs the connection
  * (a `Driver` for the socket, the handler in a fiber with a scope of its
- * own), keeps the count and the timer sweep, and shuts the connections down.
+ * own), keeps the count and the timer sweep, reports the upgrades and the
+ * connections (metrics, one span per upgrade and one per connection, the
+ * handler inside the latter), and shuts the connections down.
  * `Server.make` feeds it from a `node:net` server of its own (its own head
  * reader); `Upgrade` from the `upgrade` event of the user's `node:http` or
  * `node:https` server (Node's parser). The socket is any `Duplex`.
@@ -16,10 +18,10 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Headers from "effect/http/Headers"
-import * as HttpTraceContext from "effect/http/HttpTraceContext"
 import type * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
+import * as Headers from "effect/http/Headers"
+import * as HttpTraceContext from "effect/http/HttpTraceContext"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
@@ -33,9 +35,9 @@ import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
 import * as Metrics from "./metrics.ts"
-import * as Tracing from "./tracing.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
+import * as Tracing from "./tracing.ts"
 
 type ResolvedRoute = Settings.ResolvedRoute
 
@@ -90,7 +92,15 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
       (timer) => Effect.sync(() => clearInterval(timer))
     )
     const instruments = settings.metrics ? Metrics.instruments(context) : undefined
-    const engine: Engine = { settings, state, runFork, runPromiseExit: Effect.runPromiseExitWith(context), clock, instruments, tracing: Tracing.make(context) }
+    const engine: Engine = {
+      settings,
+      state,
+      runFork,
+      runPromiseExit: Effect.runPromiseExitWith(context),
+      clock,
+      instruments,
+      tracing: Tracing.make(context)
+    }
     // Added after the FiberSet, so it runs before the FiberSet interrupts the
     // connections (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => shutdown(engine))
