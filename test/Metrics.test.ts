@@ -181,7 +181,8 @@ describe("metrics", () => {
 
   it("times a send that waits for the outbound buffer to drain", async () => {
     let sent = false
-    const big = new Uint8Array(8 * 1024 * 1024)
+    // More than the kernel's buffers on both sides hold, so that the socket's own buffer fills.
+    const big = new Uint8Array(32 * 1024 * 1024)
     const sender = (ws: Ws.WebSocket) =>
       Effect.gen(function*() {
         yield* ws.send(big)
