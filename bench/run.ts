@@ -13,7 +13,7 @@
  *   BENCH_SECONDS=5       measured seconds per load scenario
  *   BENCH_WARMUP=2        warm-up seconds before measuring
  *   BENCH_SCENARIOS=A,B   subset of A-F
- *   BENCH_SERVERS=ws,raw  subset of websock, raw, minimal, ws, ws-bufferutil, effect,
+ *   BENCH_SERVERS=ws,raw  subset of websock, websock-no-metrics, raw, minimal, ws, ws-bufferutil, effect,
  *                         effect-http-websock, effect-http-ws
  *   BENCH_IDLE_CONNS=10000  connections for scenario F (2000 with BENCH_DEFLATE=1)
  *   BENCH_HOLD=2          seconds F holds its connections before reading RSS
@@ -144,6 +144,8 @@ const peer = (id: string, label: string, file: string, options?: Partial<Server>
 
 const allServers: ReadonlyArray<Server> = [
   peer("websock", "websock", "examples/EchoServer.ts"),
+  // the same with its metrics off: what counting costs (issue 14 allows 3% on B and C)
+  peer("websock-no-metrics", "websock, metrics: false", "examples/EchoServer.ts", { env: { METRICS: "0" } }),
   // the issue's ceiling: bytes reflected unchanged, masked frames included (hence --allow-masked)
   peer("raw", "raw TCP echo (ceiling)", "bench/peers/tcp-reflect.ts", { deflate: false, loadgen: ["--allow-masked"] }),
   // the least a valid WebSocket echo does: parse, unmask, one write per read

@@ -2,7 +2,8 @@
  * The echo server: every message comes back as it came, on port 8888 (PORT
  * overrides it) at path /ws, with permessage-deflate whenever a client offers
  * it. Its limits let Autobahn's largest cases pass (16 MiB messages, 4 MiB in
- * 64-byte fragments).
+ * 64-byte fragments). METRICS=0 turns its metrics off (for the benchmark's
+ * before/after).
  *
  *     npm start                          # logs where it listens
  *     Effect.runFork(EchoServer)         # from your own program
@@ -22,6 +23,7 @@ export const EchoServer = Effect.gen(function*() {
     maxMessageSize: 64 * 1024 * 1024,
     maxConnections: 100_000,
     compression: {},
+    metrics: process.env.METRICS !== "0",
     routes: {
       "/ws": (ws) => ws.messages.pipe(Stream.runForEachArray((batch) => ws.sendAll(batch)))
     }

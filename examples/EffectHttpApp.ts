@@ -4,6 +4,8 @@
  * `@effect/platform-node`'s `NodeHttpServer`), on PORT (default 8081):
  *
  * - `GET /health`: `ok`;
+ * - `GET /metrics`: every metric (websock's `websock.*` among them) in the
+ *   Prometheus text format (`PrometheusMetrics.layerHttp`);
  * - `/ws`: an echo written with Effect's Socket API
  *   (`HttpServerRequest.upgrade`), every message back as it came, with
  *   permessage-deflate and the limits of examples/EchoServer.ts;
@@ -13,6 +15,7 @@
  *
  *     npm run example:effect
  *     curl localhost:8081/health
+ *     curl localhost:8081/metrics
  *
  * SIGINT or SIGTERM: websock's connections get 1001, then Effect closes the
  * HTTP server.
@@ -23,6 +26,7 @@ import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 import * as Rpc from "effect/rpc/Rpc"
 import * as RpcGroup from "effect/rpc/RpcGroup"
 import * as RpcSerialization from "effect/rpc/RpcSerialization"
@@ -78,7 +82,7 @@ const Rpcs = RpcServer.layer(EchoRpcs).pipe(
  *
  * @since 0.2.0
  */
-export const Routes = Layer.mergeAll(Health, Echo, Rpcs)
+export const Routes = Layer.mergeAll(Health, Echo, Rpcs, PrometheusMetrics.layerHttp())
 
 /**
  * websock's settings here: Autobahn's largest cases pass (16 MiB messages,

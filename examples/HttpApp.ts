@@ -1,7 +1,8 @@
 /**
  * One port for HTTP and WebSockets: a `node:http` server on PORT (default
- * 8080) answers `GET /health` with `ok`, and websock serves, on the same
- * port:
+ * 8080) answers `GET /health` with `ok` and `GET /metrics` with every
+ * metric (websock's `websock.*` among them) in the Prometheus text format,
+ * and websock serves, on the same port:
  *
  * - `/ws`: an echo, with permessage-deflate and the limits of
  *   examples/EchoServer.ts;
@@ -13,12 +14,15 @@
  *
  *     npm run example:http
  *     curl localhost:8080/health
+ *     curl localhost:8080/metrics
  *
  * SIGINT or SIGTERM: websock's connections get 1001, then the HTTP server
  * closes.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 import * as Stream from "effect/Stream"
 import { readFileSync } from "node:fs"
 import * as Http from "node:http"
@@ -33,20 +37,23 @@ const key = process.env.TLS_KEY
 
 const echo = (ws: WebSocket.WebSocketConnection) => ws.messages.pipe(Stream.runForEachArray((batch) => ws.sendAll(batch)))
 
-const health = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+/** The plain HTTP routes; `/metrics` reads the metrics of `context` (the registry websock reports into). */
+const http = (context: Context.Context<never>) => (req: Http.IncomingMessage, res: Http.ServerResponse) => {
   if (req.method === "GET" && req.url === "/health") {
     res.writeHead(200, { "content-type": "text/plain" }).end("ok")
+  } else if (req.method === "GET" && req.url === "/metrics") {
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(PrometheusMetrics.formatUnsafe(context))
   } else {
     res.writeHead(404, { "content-type": "text/plain" }).end("not found")
   }
 }
 
 /** The HTTP(S) server, listening, closed with the scope. */
-const listen = Effect.acquireRelease(
+const listen = (handler: Http.RequestListener) => Effect.acquireRelease(
   Effect.callback<Http.Server | Https.Server, Error>((resume) => {
     const server = cert !== undefined && key !== undefined
-      ? Https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, health)
-      : Http.createServer(health)
+      ? Https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, handler)
+      : Http.createServer(handler)
     server.once("error", (error) => resume(Effect.fail(error)))
     server.listen(port, () => resume(Effect.succeed(server)))
   }),
@@ -54,7 +61,7 @@ const listen = Effect.acquireRelease(
 )
 
 export const HttpApp = Effect.gen(function*() {
-  const server = yield* listen
+  const server = yield* listen(http(yield* Effect.context<never>()))
   // Attached after listening: on shutdown websock detaches and closes its
   // connections (1001) first, then the HTTP server closes.
   yield* Upgrade.attach(server, {
@@ -74,7 +81,7 @@ export const HttpApp = Effect.gen(function*() {
   })
   const scheme = server instanceof Https.Server ? "https" : "http"
   const bound = (server.address() as { readonly port: number }).port
-  yield* Effect.logInfo(`listening on ${scheme}://127.0.0.1:${bound} (GET /health, WebSocket /ws and /private)`)
+  yield* Effect.logInfo(`listening on ${scheme}://127.0.0.1:${bound} (GET /health and /metrics, WebSocket /ws and /private)`)
   return yield* Effect.never
 }).pipe(Effect.scoped)
 

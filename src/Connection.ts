@@ -234,8 +234,8 @@ export type Input =
 export type Action =
   /** Write these chunks, in order (a frame's header and payload are separate chunks). */
   | { readonly _tag: "Write"; readonly chunks: ReadonlyArray<Uint8Array> }
-  /** A complete message: text as a string, binary as bytes. */
-  | { readonly _tag: "Deliver"; readonly data: string | Uint8Array }
+  /** A complete message: text as a string, binary as bytes; `size` is its payload's length in bytes (for text, before decoding). */
+  | { readonly _tag: "Deliver"; readonly data: string | Uint8Array; readonly size: number }
   /** A complete message whose first frame had RSV1: inflate it, then step `Inflated` (or `Fail`), in order. */
   | { readonly _tag: "DeliverCompressed"; readonly text: boolean; readonly data: Uint8Array }
   /** A Pong arrived (the answer to a Ping of ours, or unsolicited). */
@@ -498,11 +498,11 @@ const finish = (code: number, reason: string, clean: boolean, detail: CloseReaso
 /** An inflated message: delivered, after UTF-8 validation for text (§8.1). Returns the failure, if any. */
 const inflated = (actions: Array<Action>, text: boolean, data: Uint8Array): CloseReason.CloseReason | undefined => {
   if (!text) {
-    actions.push({ _tag: "Deliver", data })
+    actions.push({ _tag: "Deliver", data, size: data.length })
     return undefined
   }
   if (!isUtf8(data)) return INVALID_UTF8
-  actions.push({ _tag: "Deliver", data: Buffer.from(data.buffer, data.byteOffset, data.length).toString("utf8") })
+  actions.push({ _tag: "Deliver", data: Buffer.from(data.buffer, data.byteOffset, data.length).toString("utf8"), size: data.length })
   return undefined
 }
 
@@ -641,7 +641,7 @@ const data = (progress: Progress, frame: Frame.Frame): Draining | undefined => {
   const bytes = Incoming.complete(message, payload, size)
   const text = message.opcode === Frame.Opcode.Text
   if (message.compressed) progress.actions.push({ _tag: "DeliverCompressed", text, data: bytes })
-  else progress.actions.push({ _tag: "Deliver", data: text ? Incoming.decodeText(bytes) : bytes })
+  else progress.actions.push({ _tag: "Deliver", data: text ? Incoming.decodeText(bytes) : bytes, size: bytes.length })
   progress.message = undefined
   // `utf8` is ACCEPT again: a text message is only delivered in ACCEPT.
   return undefined
@@ -657,17 +657,17 @@ const whole = (progress: Progress, frame: Frame.Frame, pending: number): Drainin
   if (frame.rsv1) {
     progress.actions.push({ _tag: "DeliverCompressed", text: frame.opcode === Frame.Opcode.Text, data: payload })
   } else if (frame.opcode === Frame.Opcode.Binary) {
-    progress.actions.push({ _tag: "Deliver", data: payload })
+    progress.actions.push({ _tag: "Deliver", data: payload, size: payload.length })
   } else if (pending > 0) {
     // The rest of a text frame validated as it came (inProgress).
     if (Utf8.validate(progress.utf8, payload, pending, payload.length) !== Utf8.ACCEPT) return violation(progress, INVALID_UTF8)
     progress.utf8 = Utf8.ACCEPT
-    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload) })
+    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload), size: payload.length })
   } else if (payload.length <= Incoming.SHORT_TEXT && Utf8.isAscii(payload, 0, payload.length)) {
     // Fast path: short ASCII text in one read.
-    progress.actions.push({ _tag: "Deliver", data: Incoming.shortText(progress, payload) })
+    progress.actions.push({ _tag: "Deliver", data: Incoming.shortText(progress, payload), size: payload.length })
   } else if (Utf8.isValid(payload)) {
-    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload) })
+    progress.actions.push({ _tag: "Deliver", data: Incoming.decodeText(payload), size: payload.length })
   } else {
     return violation(progress, INVALID_UTF8)
   }

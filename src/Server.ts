@@ -204,6 +204,12 @@ export interface Options<Routes extends Readonly<Record<string, RouteInput>> = R
   readonly origins?: ReadonlyArray<string> | undefined
   /** permessage-deflate policy; `false` or absent: never negotiated. */
   readonly compression?: Partial<PerMessageDeflate.Options> | false | undefined
+  /**
+   * Whether the server reports its metrics (`websock.*`, see the README)
+   * through `effect/Metric`, into the `Metric.MetricRegistry` of the context
+   * it is built in. `false`: nothing is counted. Default `true`.
+   */
+  readonly metrics?: boolean | undefined
 }
 
 /**

@@ -26,6 +26,8 @@ import * as HttpServer from "effect/http/HttpServer"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Rpc from "effect/rpc/Rpc"
 import * as RpcClient from "effect/rpc/RpcClient"
 import * as RpcSerialization from "effect/rpc/RpcSerialization"
@@ -34,6 +36,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import type * as Http from "node:http"
 import { createServer } from "node:http"
 import * as Net from "node:net"
@@ -251,6 +254,76 @@ describe("Effect's HttpServer on websock", () => {
     expect(client.echoed).toEqual(["hello", "\u0001\u0002\u0003"])
     expect(client.global).toBe("from Node's client")
     expect(client.rpc).toEqual({ echo: "over RPC", count: [1, 2, 3] })
+  })
+
+  it("serves the example's GET /metrics in the Prometheus text format, websock's counters moving with a session", async () => {
+    const registry: Metric.MetricRegistry = new Map()
+    const scrape = Effect.flatMap(HttpClient.get("/metrics"), (response) =>
+      Effect.map(response.text, (body) => ({ body, type: response.headers["content-type"] })))
+    const result = await Effect.runPromise(
+      Effect.gen(function*() {
+        const before = yield* scrape
+        const server = yield* HttpServer.HttpServer
+        yield* Effect.promise(async () => {
+          const ws = await connectWs(`ws://127.0.0.1:${portOf(server)}/ws`)
+          ws.ws.send("hello")
+          ws.ws.send("world!")
+          await nextMessage(ws, 2)
+        })
+        return { before, after: yield* scrape }
+      }).pipe(
+        Effect.provide(HttpRouter.serve(Routes, { disableListenLog: true, disableLogger: true }).pipe(Layer.provideMerge(NodeHttpServer.layerTest))),
+        Effect.scoped,
+        Effect.provideService(Metric.MetricRegistry, registry)
+      )
+    )
+    expect(result.after.type).toContain("text/plain")
+    expect(result.before.body).toMatch(/^# TYPE websock_connections_accepted counter$/m)
+    expect(result.before.body).toMatch(/^websock_connections_accepted 0$/m)
+    expect(result.after.body).toMatch(/^websock_connections_accepted 1$/m)
+    expect(result.after.body).toMatch(/^websock_connections_open 1$/m)
+    expect(result.after.body).toMatch(/^websock_upgrades\{http_response_status_code="101"\} 1$/m)
+    expect(result.after.body).toMatch(/^websock_messages_received\{websocket_message_type="text"\} 2$/m)
+    expect(result.after.body).toMatch(/^websock_bytes_received\{websocket_message_type="text"\} 11$/m)
+    expect(result.after.body).toMatch(/^websock_message_size_count\{network_io_direction="receive"\} 2$/m)
+  })
+
+  it("puts websock's upgrade span under Effect's request span, and the connection's under it", async () => {
+    const spans: Array<Tracer.NativeSpan> = []
+    const tracer = Tracer.make({
+      span(options) {
+        const span = new Tracer.NativeSpan(options)
+        spans.push(span)
+        return span
+      }
+    })
+    await Effect.runPromise(
+      Effect.gen(function*() {
+        const server = yield* HttpServer.HttpServer
+        yield* Effect.promise(async () => {
+          const ws = await connectWs(`ws://127.0.0.1:${portOf(server)}/ws`)
+          ws.ws.send("traced")
+          await nextMessage(ws, 1)
+          ws.ws.close(1000)
+          await until("the connection's span ended", () =>
+            spans.some((s) => s.name === "websock.connection" && s.status._tag === "Ended"))
+        })
+      }).pipe(
+        Effect.provide(HttpRouter.serve(Routes, { disableListenLog: true, disableLogger: true }).pipe(Layer.provideMerge(NodeHttpServer.layerTest))),
+        Effect.scoped,
+        Effect.provideService(Tracer.Tracer, tracer)
+      )
+    )
+    const upgrade = spans.find((s) => s.name === "websock.upgrade")!
+    const connection = spans.find((s) => s.name === "websock.connection")!
+    const request = spans.find((s) => s.spanId === Option.getOrUndefined(upgrade.parent)?.spanId)
+    expect(request?.kind, spans.map((s) => s.name).join(", ")).toBe("server")
+    expect(request!.name.startsWith("websock.")).toBe(false)
+    expect(upgrade.kind).toBe("internal")
+    expect(upgrade.attributes.get("http.response.status_code")).toBe(101)
+    expect(Option.getOrUndefined(connection.parent)?.spanId).toBe(upgrade.spanId)
+    expect(connection.traceId).toBe(request!.traceId)
+    expect(connection.attributes.get("websocket.messages.received")).toBe(1)
   })
 
   it("is websock underneath: its keepalive Pings arrive, and a message over its maxMessageSize closes with 1009", async () => {

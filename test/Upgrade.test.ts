@@ -88,9 +88,9 @@ const start = async <const Routes extends Readonly<Record<string, Server.RouteIn
 
 const echo = TestServer.echo
 
-const health = async (port: number, secure = false): Promise<{ status: number; body: string }> => {
+const health = async (port: number, secure = false, path = "/health"): Promise<{ status: number; body: string }> => {
   const response = await new Promise<Http.IncomingMessage>((resolve, reject) => {
-    const request = (secure ? Https : Http).get({ host: "127.0.0.1", port, path: "/health", ca: tls.cert, agent: false }, resolve)
+    const request = (secure ? Https : Http).get({ host: "127.0.0.1", port, path, ca: tls.cert, agent: false }, resolve)
     request.on("error", reject)
   })
   let body = ""
@@ -497,7 +497,7 @@ describe("WSS on the user's HTTPS server", () => {
 })
 
 describe("examples/HttpApp.ts", () => {
-  it("over HTTPS and WSS on one port: /health, /private's 401 and its greeting, /ws's echo; SIGTERM sends 1001 and ends it", async () => {
+  it("over HTTPS and WSS on one port: /health, /private's 401 and its greeting, /ws's echo, /metrics counting them; SIGTERM sends 1001 and ends it", async () => {
     const fixtures = new URL("fixtures/", import.meta.url)
     const child = ChildProcess.spawn(process.execPath, [new URL("../examples/HttpApp.ts", import.meta.url).pathname], {
       env: {
@@ -516,6 +516,9 @@ describe("examples/HttpApp.ts", () => {
       await until("the example listening", () => /listening on https:\/\/127\.0\.0\.1:\d+/.test(output), 20_000, () => output)
       const port = Number(/listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(output)![1])
       expect(await health(port, true)).toEqual({ status: 200, body: "ok" })
+      const before = await health(port, true, "/metrics")
+      expect(before.status).toBe(200)
+      expect(before.body).toMatch(/^websock_connections_accepted 0$/m)
       await expect(connectWs(`wss://127.0.0.1:${port}/private`, [], { ca: tls.cert })).rejects.toThrow("unexpected 401")
       const { ws: priv } = await connectWs(`wss://127.0.0.1:${port}/private`, [], {
         ca: tls.cert,
@@ -528,6 +531,15 @@ describe("examples/HttpApp.ts", () => {
       expect(ws.extensions).toContain("permessage-deflate")
       ws.send("x".repeat(100_000))
       expect(await nextMessage(ws)).toBe("x".repeat(100_000))
+      const after = (await health(port, true, "/metrics")).body
+      expect(after).toMatch(/^websock_connections_accepted 2$/m)
+      expect(after).toMatch(/^websock_connections_open 2$/m)
+      expect(after).toMatch(/^websock_upgrades\{http_response_status_code="401"\} 1$/m)
+      expect(after).toMatch(/^websock_messages_received\{websocket_message_type="text"\} 2$/m)
+      expect(after).toMatch(/^websock_messages_sent\{websocket_message_type="text"\} 3$/m)
+      expect(after).toMatch(/^websock_compression_original\{network_io_direction="receive"\} 100006$/m)
+      // The server deflates from 1024 bytes (its default threshold): "hello demo" and "echoed" go out as they are.
+      expect(after).toMatch(/^websock_compression_original\{network_io_direction="transmit"\} 100000$/m)
       const closes = [priv, ws].map((c) => once(c, "close"))
       child.kill("SIGTERM")
       for (const closed of closes) expect((await bounded("1001 on shutdown", closed))[0]).toBe(1001)

@@ -27,8 +27,8 @@ export interface CompressionEvents {
   readonly received: (message: Message) => void
   readonly inflated: (text: boolean, data: Uint8Array) => void
   readonly inflateFailed: (reason: CloseReason.InvalidPayload | CloseReason.MessageTooBig) => void
-  /** A message to send, in order: deflated (`compressed`) or not. Returns false when the connection refuses it. */
-  readonly send: (payload: Uint8Array, text: boolean, compressed: boolean) => boolean
+  /** A message to send, in order: deflated (`compressed`) or not, `original` bytes before. Returns false when the connection refuses it. */
+  readonly send: (payload: Uint8Array, text: boolean, compressed: boolean, original: number) => boolean
   /** Deflating failed: the connection cannot go on. */
   readonly deflateFailed: () => void
 }
@@ -153,7 +153,7 @@ export class Compression {
       const text = typeof message === "string"
       const payload = text ? Buffer.from(message, "utf8") : message
       if (payload.length < this.threshold) {
-        if (!this.events.send(payload, text, false)) return "refused"
+        if (!this.events.send(payload, text, false, payload.length)) return "refused"
         continue
       }
       this.deflating = true
@@ -168,7 +168,7 @@ export class Compression {
           this.failAll()
           return
         }
-        if (!this.events.send(exit.value, text, true)) batch.next = messages.length + 1 // refused: the batch fails
+        if (!this.events.send(exit.value, text, true, payload.length)) batch.next = messages.length + 1 // refused: the batch fails
         if (batch.next > messages.length) {
           this.outbound.shift()
           batch.done(false)

@@ -12,7 +12,9 @@
  *
  * The hot path (`onData`, the outbox's flush) runs in socket callbacks,
  * outside any fiber: an Effect is allocated per batch of messages handed to
- * the handler, never per frame.
+ * the handler, never per frame. Messages are counted there too (the
+ * connection's `Tally` and the server's metrics): field increments, no
+ * Effect.
  *
  * @internal
  */
@@ -31,6 +33,7 @@ import { closedError, invalidClose, isOwnClose, receiveError } from "./errors.ts
 import { Handle, type HandleTarget } from "./handle.ts"
 import { Inbox } from "./inbox.ts"
 import { Keepalive } from "./keepalive.ts"
+import { type Instruments, Tally } from "./metrics.ts"
 import { Outbox } from "./outbox.ts"
 import { Pings, type PingTarget } from "./pings.ts"
 import { Sender, type SendTarget } from "./sender.ts"
@@ -75,6 +78,8 @@ export interface DriverOptions {
   /** The permessage-deflate codec, when negotiated, and the size below which messages go out uncompressed. */
   readonly codec: PerMessageDeflate.Codec | undefined
   readonly deflateThreshold: number
+  /** The server's metrics, unless turned off. */
+  readonly instruments?: Instruments | undefined
   /** Runs an effect detached, with the server's services (compression work). */
   readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<Exit.Exit<A, E>>
   readonly clock: Clock
@@ -108,6 +113,8 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   private deferral: Deferral | undefined = undefined
   private readonly options: DriverOptions
   private readonly ending: Ending
+  /** What this connection sent and received, and the server's metrics. */
+  readonly tally: Tally
 
   constructor(options: DriverOptions) {
     const limits = options.limits
@@ -117,8 +124,9 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.protocol = options.protocol
     this.extensions = options.extensions
     this.keepalive = new Keepalive(options.clock.now, limits)
+    this.tally = new Tally(options.instruments)
     this.state = Connection.initial({ maxMessageSize: limits.maxMessageSize, compression: options.codec !== undefined })
-    this.outbox = new Outbox(options.socket, limits.highWaterMark, () => this.transport.written())
+    this.outbox = new Outbox(options.socket, limits.highWaterMark, () => this.transport.written(), this.tally)
     this.transport = new Transport(options.socket, this.outbox, limits)
     this.inbox = new Inbox({ onProgress: () => this.onInboxProgress(), closedError: () => receiveError(this.id, this.ending.outcome) })
     this.ending = new Ending(this.inbox, limits.closeTimeout, () => options.onOver(this))
@@ -129,13 +137,28 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       options.run,
       {
         received: (message) => this.inbox.push(message),
-        inflated: (text, data) => this.afterInput({ _tag: "Inflated", text, data }),
+        inflated: (text, data) => {
+          if (options.instruments !== undefined) options.instruments.originalReceived += data.length
+          this.afterInput({ _tag: "Inflated", text, data })
+        },
         inflateFailed: (reason) => this.afterInput({ _tag: "InflateFailed", reason }),
-        send: (payload, text, compressed) => this.sender.frame(payload, text, compressed),
+        send: (payload, text, compressed, original) => {
+          if (!this.sender.frame(payload, text, compressed)) return false
+          // Deflated frames are counted here (the outbox counts the others).
+          if (compressed) {
+            this.tally.sent(text, original)
+            const instruments = options.instruments
+            if (instruments !== undefined) {
+              instruments.originalSent += original
+              instruments.compressedSent += payload.length
+            }
+          }
+          return true
+        },
         deflateFailed: () => this.input({ _tag: "Fail", reason: CloseReason.internalError("compression failed") })
       }
     )
-    this.sender = new Sender(this, this.outbox, this.compression, limits)
+    this.sender = new Sender(this, this.outbox, this.compression, limits, options.instruments)
     this.handle = new Handle(this)
   }
 
@@ -177,10 +200,13 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
           break
         }
         case "Deliver":
+          this.tally.received(typeof action.data === "string", action.size)
           if (this.compression === undefined) this.inbox.push(action.data)
           else this.compression.receive(action.data)
           break
         case "DeliverCompressed":
+          // Counted as a message once inflated (its `Deliver`).
+          if (this.options.instruments !== undefined) this.options.instruments.compressedReceived += action.data.length
           this.compression?.receiveCompressed(action.text, action.data)
           break
         case "Pong":
@@ -233,7 +259,10 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.inbox.hand()
     if (!this.transport.live) return
     // Messages still inflating count: they are received and not yet taken.
-    if (this.inbox.size + (this.compression?.pendingInbound ?? 0) >= this.limits.inboxHighWaterMark) this.transport.pause(Pause.InboxFull)
+    if (this.inbox.size + (this.compression?.pendingInbound ?? 0) >= this.limits.inboxHighWaterMark) {
+      if (this.options.instruments !== undefined && !this.transport.isPaused(Pause.InboxFull)) this.options.instruments.pauses++
+      this.transport.pause(Pause.InboxFull)
+    }
     this.transport.checkPeerReading()
   }
 

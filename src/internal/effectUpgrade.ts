@@ -26,6 +26,8 @@ import * as Effect from "effect/Effect"
 import * as Headers from "effect/http/Headers"
 import { HttpServerError, InternalError } from "effect/http/HttpServerError"
 import type * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as Option from "effect/Option"
+import type * as Tracer from "effect/Tracer"
 import type * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidOption } from "../Errors.ts"
@@ -55,6 +57,8 @@ interface Pending {
   readonly route: RouteParts
   /** The 101's headers, from `upgradeWith`. */
   readonly headers: ReadonlyArray<readonly [string, string]> | undefined
+  /** The route's span (Effect's HTTP request span): websock's upgrade span goes under it. */
+  readonly parent: Tracer.AnySpan | undefined
   /** Set once upgraded. */
   connection: WebSocket.WebSocketConnection | undefined
 }
@@ -133,7 +137,7 @@ export const make = (
     }
     // A refused handshake is answered here and never calls back: Effect
     // fails the route's reader when the socket closes.
-    NodeUpgrade.handleUpgrade(engine, request, socket, head, { value: route, params: {} })
+    NodeUpgrade.handleUpgrade(engine, request, socket, head, { value: route, params: {} }, upgrade?.parent)
   }
 
   /** The route's request: its WebSocket `upgrade` is websock's. */
@@ -149,7 +153,8 @@ export const make = (
         const headers = yield* responseHeaders(request, options.headers)
         const effectSocket = yield* request.upgradeWith({})
         const acquire = Effect.gen(function*() {
-          const upgrade: Pending = { route: parts, headers, connection: undefined }
+          const parent = Option.getOrUndefined(yield* Effect.option(Effect.currentParentSpan))
+          const upgrade: Pending = { route: parts, headers, parent, connection: undefined }
           pending.set(source, upgrade)
           // Effect's reader runs the handshake (through `handleUpgrade`), marks
           // the response as the 101, and closes with the scope's exit.

@@ -3,7 +3,9 @@
  * the upgrade (the handshake's rules, the route, the Origin allow-list,
  * permessage-deflate, the route's own upgrade decision), runs the connection
  * (a `Driver` for the socket, the handler in a fiber with a scope of its
- * own), keeps the count and the timer sweep, and shuts the connections down.
+ * own), keeps the count and the timer sweep, reports the upgrades and the
+ * connections (metrics, one span per upgrade and one per connection, the
+ * handler inside the latter), and shuts the connections down.
  * `Server.make` feeds it from a `node:net` server of its own (its own head
  * reader); `Upgrade` from the `upgrade` event of the user's `node:http` or
  * `node:https` server (Node's parser). The socket is any `Duplex`.
@@ -18,7 +20,11 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
+import * as Headers from "effect/http/Headers"
+import * as HttpTraceContext from "effect/http/HttpTraceContext"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import { Buffer } from "node:buffer"
 import type { Duplex } from "node:stream"
 import { inspect } from "node:util"
@@ -28,8 +34,10 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import * as Metrics from "./metrics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
+import * as Tracing from "./tracing.ts"
 
 type ResolvedRoute = Settings.ResolvedRoute
 
@@ -40,6 +48,9 @@ export interface Engine {
   readonly runFork: <A, E>(effect: Effect.Effect<A, E, any>) => Fiber.Fiber<A, E>
   readonly runPromiseExit: <A, E>(effect: Effect.Effect<A, E, any>) => Promise<Exit.Exit<A, E>>
   readonly clock: Clock
+  /** The metrics, unless turned off (`metrics: false`). */
+  readonly instruments: Metrics.Instruments | undefined
+  readonly tracing: Tracing.Tracing
 }
 
 /** The sockets of one server. */
@@ -82,7 +93,16 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
       }),
       (timer) => Effect.sync(() => clearInterval(timer))
     )
-    const engine: Engine = { settings, state, runFork, runPromiseExit: Effect.runPromiseExitWith(context), clock }
+    const instruments = settings.metrics ? Metrics.instruments(context) : undefined
+    const engine: Engine = {
+      settings,
+      state,
+      runFork,
+      runPromiseExit: Effect.runPromiseExitWith(context),
+      clock,
+      instruments,
+      tracing: Tracing.make(context)
+    }
     // Added after the FiberSet, so it runs before the FiberSet interrupts the
     // connections (finalizers run in reverse order).
     yield* Effect.addFinalizer(() => shutdown(engine))
@@ -101,6 +121,7 @@ export const admit = (engine: Engine, socket: Duplex): boolean => {
   // nothing to answer, and its close has been and will not come again.
   if (socket.destroyed) return false
   if (state.shuttingDown || state.active >= settings.maxConnections) {
+    engine.instruments?.upgraded(503)
     reject(socket, 503, state.shuttingDown ? "server shutting down" : "too many connections", settings.closeTimeout)
     return false
   }
@@ -119,7 +140,9 @@ interface Remote {
  * then runs the connection. `rest` holds the bytes that came after the head;
  * `deadline` (a `Date.now()` time) bounds the route's upgrade decision.
  * `matched` is the route when the caller chose it itself (the router's
- * otherwise).
+ * otherwise); `parent` the span the upgrade's span belongs under (an HTTP
+ * server's request span; otherwise the one the request's trace headers
+ * name, or the engine's context's current span).
  */
 export const upgrade = (
   engine: Engine,
@@ -127,14 +150,28 @@ export const upgrade = (
   request: Handshake.Request,
   rest: Uint8Array,
   deadline: number,
-  matched?: Router.Match<ResolvedRoute>
+  matched?: Router.Match<ResolvedRoute>,
+  parent?: Tracer.AnySpan
 ): void => {
   const { settings, state } = engine
-  if (state.shuttingDown) return rejectAndEnd(engine, socket, 503, "server shutting down")
+  const started = engine.instruments !== undefined ? performance.now() : 0
+  const remote = socket as Remote
+  const span = engine.tracing.start("websock.upgrade", {
+    // Under an HTTP server's request span, that span is the server's.
+    kind: parent === undefined ? "server" : "internal",
+    parent: parent ?? traceParent(request.headers),
+    attributes: upgradeAttributes(request, remote)
+  })
+  /** Answers with an error; the upgrade's span ends with its status. */
+  const refuse: Refuse = (status, reason, headers) => {
+    endUpgrade(engine, span, status)
+    rejectAndEnd(engine, socket, status, reason, headers)
+  }
+  if (state.shuttingDown) return refuse(503, "server shutting down")
   const decision = Handshake.validateUpgrade(request)
-  if (decision._tag === "Reject") return rejectAndEnd(engine, socket, decision.status, decision.reason, decision.headers)
+  if (decision._tag === "Reject") return refuse(decision.status, decision.reason, decision.headers)
   const match = matched ?? settings.router.match(request.path)
-  if (match === undefined) return rejectAndEnd(engine, socket, 404, "no route for this path")
+  if (match === undefined) return refuse(404, "no route for this path")
   const route = match.value
   const origins = route.origins
   const origin = request.headers.get("origin")
@@ -142,9 +179,8 @@ export const upgrade = (
   // allow-list is what stops another site's page from connecting. A client
   // without Origin is not a browser (and could send any Origin).
   if (origins !== undefined && origin !== undefined && !origins.has(origin.toLowerCase())) {
-    return rejectAndEnd(engine, socket, 403, "origin not allowed")
+    return refuse(403, "origin not allowed")
   }
-  const remote = socket as Remote
   const req: WebSocket.Request = {
     method: request.method,
     target: request.target,
@@ -161,14 +197,17 @@ export const upgrade = (
   const { compression } = route.connection ?? settings
   if (compression !== undefined && decision.extensions.length > 0) {
     const negotiation = PerMessageDeflate.negotiate(decision.extensions, compression)
-    if (negotiation._tag === "Rejected") return rejectAndEnd(engine, socket, 400, negotiation.reason)
+    if (negotiation._tag === "Rejected") return refuse(400, negotiation.reason)
     if (negotiation._tag === "Accepted") {
       negotiated = negotiation.params
       extensions = negotiation.header
     }
   }
   const accept = (accepted: unknown, rest: Uint8Array) => {
-    if (socket.destroyed) return ended(state)
+    if (socket.destroyed) {
+      engine.tracing.end(span, Exit.void)
+      return ended(state)
+    }
     let chosen: string | undefined = undefined
     let extra: ReadonlyArray<readonly [string, string]> = []
     try {
@@ -177,7 +216,7 @@ export const upgrade = (
     } catch (cause) {
       // The route's own code failed: this upgrade gets a 500, the server goes on.
       logUpgradeFailure(engine, "the route's protocol or headers function threw; answered 500", cause, req)
-      return rejectAndEnd(engine, socket, 500, "internal error")
+      return refuse(500, "internal error")
     }
     const protocol = chosen !== undefined && decision.protocols.includes(chosen) ? chosen : undefined
     const headers = extra.filter(([name, value]) => Handshake.isValidHeader(name, value))
@@ -187,10 +226,19 @@ export const upgrade = (
       ))
     }
     socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
-    run(engine, socket, { route, req, accepted, protocol, extensions, negotiated }, rest)
+    const instruments = engine.instruments
+    if (instruments !== undefined) {
+      instruments.upgraded(101)
+      instruments.accepted++
+      instruments.handshake.observe((performance.now() - started) / 1000)
+    }
+    if (protocol !== undefined) span.attribute("websocket.subprotocol", protocol)
+    if (extensions !== undefined) span.attribute("websocket.extensions", extensions)
+    endUpgrade(engine, span, 101)
+    run(engine, socket, { route, req, accepted, protocol, extensions, negotiated, span }, rest)
   }
   if (route.upgrade === undefined) return accept(undefined, rest)
-  decide(engine, socket, route, req, rest, deadline, accept)
+  decide(engine, socket, route, req, rest, deadline, span, refuse, accept)
 }
 
 /** Bytes held for the connection while its upgrade is decided, beyond which the socket is no longer read. */
@@ -211,6 +259,8 @@ const decide = (
   req: WebSocket.Request,
   rest: Uint8Array,
   deadline: number,
+  span: Tracer.Span,
+  refuse: Refuse,
   accept: (accepted: unknown, rest: Uint8Array) => void
 ): void => {
   const { state } = engine
@@ -230,7 +280,9 @@ const decide = (
   }
   // Abandons the decision; the caller (a shutdown) answers the socket.
   const cancel = () => {
-    if (settle()) fiber.interruptUnsafe()
+    if (!settle()) return
+    fiber.interruptUnsafe()
+    endUpgrade(engine, span, 503)
   }
   const onData = (chunk: Uint8Array) => {
     held.push(chunk)
@@ -240,6 +292,7 @@ const decide = (
   const onGone = () => {
     if (!settle()) return
     fiber.interruptUnsafe()
+    engine.tracing.end(span, Exit.void)
     socket.destroy()
     ended(state)
   }
@@ -249,14 +302,14 @@ const decide = (
     engine.runFork(Effect.logWarning("websock: the route's upgrade decision did not finish within handshakeTimeout; answered 503").pipe(
       Effect.annotateLogs({ path: req.path })
     ))
-    rejectAndEnd(engine, socket, 503, "upgrade decision timed out")
+    refuse(503, "upgrade decision timed out")
   }, Math.max(0, deadline - Date.now()))
   state.handshaking.set(cancel, socket)
   socket.on("data", onData)
   socket.once("end", onGone)
   socket.once("close", onGone)
   socket.resume()
-  const fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.upgrade!(req))))
+  const fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.upgrade!(req))).pipe(Effect.withParentSpan(span)))
   fiber.addObserver((exit) => {
     if (!settle()) return
     if (Exit.isSuccess(exit)) return accept(exit.value, held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes))
@@ -264,14 +317,36 @@ const decide = (
     if (error._tag === "Some" && error.value instanceof UpgradeRejected) {
       const { status, headers, body } = error.value
       if (Number.isInteger(status) && status >= 400 && status <= 599) {
-        return rejectAndEnd(engine, socket, status, body ?? Handshake.statusText(status), headers)
+        return refuse(status, body ?? Handshake.statusText(status), headers)
       }
       logUpgradeFailure(engine, `the route's upgrade decision rejected with status ${status} (400-599 only); answered 500`, undefined, req)
     } else {
       logUpgradeFailure(engine, "the route's upgrade decision failed; answered 500", exit.cause, req)
     }
-    rejectAndEnd(engine, socket, 500, "internal error")
+    refuse(500, "internal error")
   })
+}
+
+/** Answers an upgrade with an HTTP error. */
+type Refuse = (status: number, reason: string, headers?: ReadonlyArray<readonly [string, string]>) => void
+
+/** The span a client's trace headers name (W3C `traceparent`, B3), as Effect's HTTP server reads them. */
+const traceParent = (headers: ReadonlyMap<string, string>): Tracer.AnySpan | undefined =>
+  headers.has("traceparent") || headers.has("b3") || headers.has("x-b3-traceid")
+    ? Option.getOrUndefined(HttpTraceContext.fromHeaders(Headers.fromInput(Object.fromEntries(headers))))
+    : undefined
+
+const upgradeAttributes = (request: Handshake.Request, remote: Remote): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = { "http.request.method": request.method, "url.path": request.path }
+  if (remote.remoteAddress !== undefined) attributes["client.address"] = remote.remoteAddress
+  if (remote.remotePort !== undefined) attributes["client.port"] = remote.remotePort
+  return attributes
+}
+
+/** The upgrade was answered with `status`: its span ends (failed for a 5xx, the server's fault). */
+const endUpgrade = (engine: Engine, span: Tracer.Span, status: number): void => {
+  span.attribute("http.response.status_code", status)
+  engine.tracing.end(span, status >= 500 ? Exit.fail(`answered ${status}`) : Exit.void)
 }
 
 const logUpgradeFailure = (engine: Engine, message: string, cause: unknown, req: WebSocket.Request): void => {
@@ -291,6 +366,8 @@ interface Upgraded {
   readonly protocol: string | undefined
   readonly extensions: string | undefined
   readonly negotiated: PerMessageDeflate.Negotiated | undefined
+  /** The upgrade's span (ended): the connection's span is its child. */
+  readonly span: Tracer.Span
 }
 
 /**
@@ -309,10 +386,14 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   const codec = negotiated !== undefined && codecScope !== undefined && compression !== undefined
     ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, compression), codecScope))
     : undefined
+  const span = engine.tracing.start("websock.connection", { parent: upgraded.span, attributes: connectionAttributes(upgraded) })
+  /** How the handler ended, for the connection's span: a failure fails it. */
+  let handlerExit: Exit.Exit<unknown, unknown> = Exit.void
   let pending = 2 // the socket's close and the handler's end
   const done = () => {
     if (--pending > 0) return
     if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
+    engine.tracing.end(span, handlerExit)
     ended(state)
   }
   let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
@@ -326,10 +407,17 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     extensions: upgraded.extensions,
     codec,
     deflateThreshold: compression?.threshold ?? 0,
+    instruments: engine.instruments,
     run: engine.runPromiseExit,
     clock: engine.clock,
     onEnd: (d, outcome) => {
       state.drivers.delete(d)
+      const instruments = engine.instruments
+      if (instruments !== undefined) {
+        instruments.open--
+        instruments.closed(outcome.code, outcome.initiator)
+      }
+      endAttributes(span, outcome, d.tally)
       const detail = outcome.detail
       if (detail !== undefined && CloseReason.isViolation(detail)) {
         engine.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
@@ -344,15 +432,20 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     }
   })
   state.drivers.add(driver)
+  if (engine.instruments !== undefined) engine.instruments.open++
   // Suspended, so that a handler that throws before returning its Effect is
   // a defect of its own connection (1011), like one that dies inside it.
-  fiber = engine.runFork(Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))))
+  span.attribute("websock.connection.id", driver.id)
+  fiber = engine.runFork(
+    Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))).pipe(Effect.withParentSpan(span))
+  )
   fiber.addObserver((exit) => {
     if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
       // Returned, or ended by its own connection's close: close normally
       // (nothing happens if the connection is already closing).
       driver.closeWith(CloseReason.normal())
     } else if (!Cause.hasInterruptsOnly(exit.cause)) {
+      handlerExit = exit
       driver.closeWith(CloseReason.internalError("internal error"))
       const code = driver.sentCode()
       engine.runFork(
@@ -369,6 +462,24 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     done()
   })
   driver.start(rest)
+}
+
+const connectionAttributes = (upgraded: Upgraded): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = { "url.path": upgraded.req.path }
+  if (upgraded.protocol !== undefined) attributes["websocket.subprotocol"] = upgraded.protocol
+  if (upgraded.extensions !== undefined) attributes["websocket.extensions"] = upgraded.extensions
+  return attributes
+}
+
+/** How the connection ended, and what went through it, on its span. */
+const endAttributes = (span: Tracer.Span, outcome: WebSocket.CloseOutcome, tally: Metrics.Tally): void => {
+  span.attribute("websocket.close.code", outcome.code)
+  span.attribute("websocket.close.initiator", outcome.initiator)
+  span.attribute("websocket.close.clean", outcome.clean)
+  span.attribute("websocket.messages.received", tally.messagesReceived)
+  span.attribute("websocket.messages.sent", tally.messagesSent)
+  span.attribute("websocket.bytes.received", tally.bytesReceived)
+  span.attribute("websocket.bytes.sent", tally.bytesSent)
 }
 
 const isOwnClose = (driver: Driver, cause: Cause.Cause<unknown>): boolean => {
@@ -433,6 +544,7 @@ export const rejectAndEnd = (
 ): void => {
   const { state } = engine
   if (socket.destroyed) return ended(state)
+  engine.instruments?.upgraded(status)
   state.answering.add(socket)
   socket.once("close", () => {
     state.answering.delete(socket)

@@ -7,6 +7,7 @@
  *
  * @internal
  */
+import type * as Tracer from "effect/Tracer"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import * as Handshake from "../Handshake.ts"
@@ -22,13 +23,17 @@ interface TcpSocket extends Duplex {
 /** Sockets an engine has taken: a second call for one of them is ignored (one answer per socket). */
 const taken = new WeakSet<Duplex>()
 
-/** Counts the socket in, then answers the upgrade (`Engine.upgrade`); a socket already taken is left alone. */
+/**
+ * Counts the socket in, then answers the upgrade (`Engine.upgrade`; `parent`:
+ * the span the upgrade's belongs under); a socket already taken is left alone.
+ */
 export const handleUpgrade = (
   engine: Engine.Engine,
   request: IncomingMessage,
   socket: Duplex,
   head: Uint8Array,
-  matched?: Router.Match<Settings.ResolvedRoute>
+  matched?: Router.Match<Settings.ResolvedRoute>,
+  parent?: Tracer.AnySpan
 ): void => {
   if (taken.has(socket)) return
   taken.add(socket)
@@ -44,5 +49,5 @@ export const handleUpgrade = (
     headers: request.headersDistinct
   })
   if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
-  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched)
+  Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched, parent)
 }

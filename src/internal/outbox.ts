@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import { Buffer } from "node:buffer"
 import type { Duplex } from "node:stream"
 import * as Frame from "../Frame.ts"
+import type { Tally } from "./metrics.ts"
 
 /** Bytes of outgoing frames encoded into one buffer per flush; more are written corked. */
 const SCRATCH_SIZE = 65536
@@ -26,6 +27,11 @@ const SCRATCH_SIZE = 65536
 let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
 const EMPTY = new Uint8Array(0)
+
+/** A data frame with this first header byte goes out: counted, unless deflated (RSV1, RFC 7692 §6), which is counted before deflate. */
+const count = (tally: Tally, first: number, size: number): void => {
+  if ((first & 0x40) === 0) tally.sent((first & 0x0f) === Frame.Opcode.Text, size)
+}
 
 /** @internal */
 export class Outbox {
@@ -53,8 +59,11 @@ export class Outbox {
   private readonly highWaterMark: number
   /** Called when what was buffered has reached the kernel (for read pausing). */
   private readonly onWritten: () => void
+  /** Counts the data messages written (deflated ones are counted where they were deflated). */
+  private readonly tally: Tally
 
-  constructor(socket: Duplex, highWaterMark: number, onWritten: () => void) {
+  constructor(socket: Duplex, highWaterMark: number, onWritten: () => void, tally: Tally) {
+    this.tally = tally
     this.socket = socket
     this.highWaterMark = highWaterMark
     this.onWritten = onWritten
@@ -127,8 +136,12 @@ export class Outbox {
           const size = Frame.headerSize(length)
           if (size !== room) buffer.copyWithin(at + size, at + room, at + room + length)
           at = Frame.writeHeader(buffer, at, first[i]!, length) + length
+          this.tally.sent(true, length)
         } else {
-          if (first[i]! >= 0) at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
+          if (first[i]! >= 0) {
+            at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
+            count(this.tally, first[i]!, chunk.length)
+          }
           buffer.set(chunk, at)
           at += chunk.length
         }
@@ -146,6 +159,7 @@ export class Outbox {
           const header = new Uint8Array(Frame.headerSize(chunk.length))
           Frame.writeHeader(header, 0, first[i]!, chunk.length)
           socket.write(header)
+          count(this.tally, first[i]!, chunk.length)
         }
         socket.write(chunk)
       }
@@ -178,7 +192,12 @@ export class Outbox {
         resume(Effect.void)
         return
       }
-      const waiter = () => resume(Effect.void)
+      const instruments = this.tally.instruments
+      const since = instruments !== undefined ? performance.now() : 0
+      const waiter = instruments === undefined ? () => resume(Effect.void) : () => {
+        instruments.sendWait.observe((performance.now() - since) / 1000)
+        resume(Effect.void)
+      }
       const waiters = (this.waiters ??= [])
       waiters.push(waiter)
       // Everything may already be with the socket, below its own mark, so

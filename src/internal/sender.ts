@@ -18,6 +18,7 @@ import type { WebSocketError } from "../Errors.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import type { Compression } from "./compression.ts"
 import { overflowError } from "./errors.ts"
+import type { Instruments } from "./metrics.ts"
 import type { Outbox } from "./outbox.ts"
 
 type Message = WebSocket.Message
@@ -46,8 +47,16 @@ export class Sender {
   private readonly outbox: Outbox
   private readonly compression: Compression | undefined
   private readonly limits: SendLimits
+  private readonly instruments: Instruments | undefined
 
-  constructor(connection: SendTarget, outbox: Outbox, compression: Compression | undefined, limits: SendLimits) {
+  constructor(
+    connection: SendTarget,
+    outbox: Outbox,
+    compression: Compression | undefined,
+    limits: SendLimits,
+    instruments: Instruments | undefined
+  ) {
+    this.instruments = instruments
     this.connection = connection
     this.outbox = outbox
     this.compression = compression
@@ -76,6 +85,7 @@ export class Sender {
       switch (policy) {
         case "drop":
           this.dropped += messages.length
+          if (this.instruments !== undefined) this.instruments.dropped += messages.length
           return Effect.void
         case "close":
           connection.input({ _tag: "Close", reason: CloseReason.policyViolation("outbound buffer overflow") })
@@ -107,6 +117,7 @@ export class Sender {
     if (this.outbox.buffered() > this.limits.maxBufferedAmount) {
       if (policy === "drop") {
         this.dropped++
+        if (this.instruments !== undefined) this.instruments.dropped++
         return "dropped"
       }
       connection.input({ _tag: "Close", reason: CloseReason.policyViolation("outbound buffer overflow") })

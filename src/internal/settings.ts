@@ -46,6 +46,8 @@ export interface Settings extends Connection {
   readonly closeTimeout: number
   readonly maxConnections: number
   readonly shutdownTimeout: number
+  /** Whether the server reports its metrics (`effect/Metric`). */
+  readonly metrics: boolean
 }
 
 /** The defaults of every setting (times in milliseconds). */
@@ -63,7 +65,8 @@ export const defaults = {
   overflow: "wait",
   inboxHighWaterMark: 256,
   maxConnections: 10_000,
-  shutdownTimeout: 10_000
+  shutdownTimeout: 10_000,
+  metrics: true
 } as const
 
 /** Timers are set with `setTimeout`, whose longest delay is 2^31-1 ms (about 24.8 days). */
@@ -110,6 +113,8 @@ export const resolve = (options: Input): Settings => {
   if ("problem" in router) throw invalid("routes", router.problem)
   if (options.host !== undefined && typeof options.host !== "string") throw invalid("host", `must be a string, got ${String(options.host)}`)
   const { limits, compression } = connection(options)
+  const metrics = options.metrics ?? defaults.metrics
+  if (typeof metrics !== "boolean") throw invalid("metrics", `must be true or false, got ${String(metrics)}`)
   return {
     port: integer("port", options.port ?? defaults.port, 0, 65535),
     host: options.host,
@@ -119,6 +124,7 @@ export const resolve = (options: Input): Settings => {
     closeTimeout: limits.closeTimeout,
     maxConnections: integer("maxConnections", options.maxConnections ?? defaults.maxConnections, 1),
     shutdownTimeout: millis("shutdownTimeout", options.shutdownTimeout, defaults.shutdownTimeout, 0),
+    metrics,
     compression,
     limits
   }
