@@ -49,6 +49,7 @@ import * as Engine from "../src/internal/engine.ts"
 import * as Settings from "../src/internal/settings.ts"
 import * as NodeHttpServer from "../src/NodeHttpServer.ts"
 import * as Logs from "./support/Logs.ts"
+import * as Spans from "./support/Spans.ts"
 import { RawClient } from "./support/RawClient.ts"
 import { until, within } from "./support/Wait.ts"
 
@@ -289,14 +290,7 @@ describe("Effect's HttpServer on websock", () => {
   })
 
   it("puts websock's upgrade span under Effect's request span, and the connection's under it", async () => {
-    const spans: Array<Tracer.NativeSpan> = []
-    const tracer = Tracer.make({
-      span(options) {
-        const span = new Tracer.NativeSpan(options)
-        spans.push(span)
-        return span
-      }
-    })
+    const { tracer, spans } = Spans.recording()
     await Effect.runPromise(
       Effect.gen(function*() {
         const server = yield* HttpServer.HttpServer

@@ -17,6 +17,7 @@ import type * as Ws from "../src/WebSocket.ts"
 import * as Logs from "./support/Logs.ts"
 import { RawClient } from "./support/RawClient.ts"
 import * as TestServer from "./support/TestServer.ts"
+import * as Spans from "./support/Spans.ts"
 import { until } from "./support/Wait.ts"
 
 afterEach(() => RawClient.destroyAll())
@@ -26,14 +27,7 @@ const withTracedServer = async (
   options: Partial<Server.Options>,
   body: (port: number, spans: ReadonlyArray<Tracer.NativeSpan>) => Promise<void>
 ): Promise<void> => {
-  const spans: Array<Tracer.NativeSpan> = []
-  const tracer = Tracer.make({
-    span(options) {
-      const span = new Tracer.NativeSpan(options)
-      spans.push(span)
-      return span
-    }
-  })
+  const { tracer, spans } = Spans.recording()
   const scope = Scope.makeUnsafe()
   const server = await Effect.runPromise(
     Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, ...options }).pipe(
@@ -150,14 +144,7 @@ describe("spans", () => {
 
   it("logs a violation with the connection's annotations and none of its payload, the spans neither", async () => {
     const logs = Logs.capture()
-    const spans: Array<Tracer.NativeSpan> = []
-    const tracer = Tracer.make({
-      span(options) {
-        const span = new Tracer.NativeSpan(options)
-        spans.push(span)
-        return span
-      }
-    })
+    const { tracer, spans } = Spans.recording()
     const scope = Scope.makeUnsafe()
     const server = await Effect.runPromise(
       Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo } }).pipe(
