@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer"
 import { hash } from "node:crypto"
 import * as Syntax from "./internal/syntax.ts"
 
-const { isFieldValue, isOws, latin1Decode, latin1Encode, TCHAR, trimOws } = Syntax
+const { isFieldValue, isOws, latin1Decode, latin1Encode, splitTarget, TCHAR, trimOws } = Syntax
 
 /**
  * A non-empty RFC 9110 token.
@@ -193,7 +193,6 @@ const complete = (chunks: ChunkList, end: number, start: number, rest: Uint8Arra
 }
 
 const VERSION = /^HTTP\/([0-9])\.([0-9])$/
-const ABSOLUTE = /^(?:https?|wss?):\/\/([^/?]+)(.*)$/i
 
 /** Request-line and header syntax (RFC 9112 §3, §5). Returns the request or a short reason. */
 const parseHead = (lines: ReadonlyArray<string>): Request | string => {
@@ -283,28 +282,6 @@ export const fromFields = (fields: {
   }
 }
 
-/**
- * origin-form ("/path?query") or absolute-form ("http://host/path?query",
- * also https, ws, wss) of RFC 9112 §3.2. Visible ASCII only; a fragment ("#")
- * is not part of any request-target.
- */
-const splitTarget = (target: string): { readonly path: string; readonly query: string } | undefined => {
-  for (let i = 0; i < target.length; i++) {
-    const c = target.charCodeAt(i)
-    if (c <= 0x20 || c >= 0x7f || c === 0x23) return undefined
-  }
-  let pathAndQuery: string
-  if (target.startsWith("/")) {
-    pathAndQuery = target
-  } else {
-    const m = ABSOLUTE.exec(target)
-    if (m === null) return undefined
-    pathAndQuery = m[2]!
-  }
-  const q = pathAndQuery.indexOf("?")
-  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
-  return { path: path.length === 0 ? "/" : path, query: q < 0 ? "" : pathAndQuery.slice(q + 1) }
-}
 
 // ---------------------------------------------------------------------------
 // Validation (RFC 6455 §4.2.1)

@@ -32,10 +32,10 @@ import type * as Scope from "effect/Scope"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import { InvalidOption, ServerError } from "./Errors.ts"
-import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
 import * as NodeUpgrade from "./internal/nodeUpgrade.ts"
 import * as Settings from "./internal/settings.ts"
+import { splitTarget } from "./internal/syntax.ts"
 import type * as Server from "./Server.ts"
 
 /**
@@ -146,8 +146,4 @@ export interface UpgradeEmitter {
   listenerCount(event: "upgrade"): number
 }
 
-const pathOf = (url: string | undefined): string | undefined => {
-  if (url === undefined) return undefined
-  const parsed = Handshake.fromFields({ method: "GET", target: url, httpVersion: "1.1", headers: {} })
-  return typeof parsed === "string" ? undefined : parsed.path
-}
+const pathOf = (url: string | undefined): string | undefined => (url === undefined ? undefined : splitTarget(url)?.path)

@@ -81,3 +81,28 @@ export const parseCookies = (header: string | undefined): ReadonlyMap<string, st
   }
   return cookies
 }
+
+const ABSOLUTE = /^(?:https?|wss?):\/\/([^/?]+)(.*)$/i
+
+/**
+ * origin-form ("/path?query") or absolute-form ("http://host/path?query",
+ * also https, ws, wss) of RFC 9112 §3.2. Visible ASCII only; a fragment ("#")
+ * is not part of any request-target.
+ */
+export const splitTarget = (target: string): { readonly path: string; readonly query: string } | undefined => {
+  for (let i = 0; i < target.length; i++) {
+    const c = target.charCodeAt(i)
+    if (c <= 0x20 || c >= 0x7f || c === 0x23) return undefined
+  }
+  let pathAndQuery: string
+  if (target.startsWith("/")) {
+    pathAndQuery = target
+  } else {
+    const m = ABSOLUTE.exec(target)
+    if (m === null) return undefined
+    pathAndQuery = m[2]!
+  }
+  const q = pathAndQuery.indexOf("?")
+  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
+  return { path: path.length === 0 ? "/" : path, query: q < 0 ? "" : pathAndQuery.slice(q + 1) }
+}
