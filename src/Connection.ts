@@ -42,6 +42,13 @@ export interface Options {
   readonly maxMessageSize: number
   /** permessage-deflate was negotiated: RSV1 on the first frame of a data message marks it compressed. */
   readonly compression: boolean
+  /**
+   * Our side of the connection (default "server"): it decides which frames
+   * the peer must mask (RFC 6455 §5.1: a server's frames arrive unmasked, a
+   * client's masked). Masking what we send is the I/O layer's (a fresh key
+   * per frame needs randomness, which this machine has none of).
+   */
+  readonly role?: "server" | "client" | undefined
 }
 
 // ---------------------------------------------------------------------------
@@ -191,7 +198,7 @@ export type State = Open | Draining | Closing | Closed
 export const initial = (options: Options): State => ({
   _tag: "Open",
   options,
-  decoder: Frame.initialDecoder({ role: "server", maxPayload: options.maxMessageSize, allowRsv1: options.compression }),
+  decoder: Frame.initialDecoder({ role: options.role ?? "server", maxPayload: options.maxMessageSize, allowRsv1: options.compression }),
   message: undefined,
   utf8: Utf8.ACCEPT,
   validated: 0

@@ -176,3 +176,95 @@ export class UpgradeRejected extends Data.TaggedError("UpgradeRejected")<{
     return `upgrade rejected with ${this.status}${this.body === undefined ? "" : `: ${this.body}`}`
   }
 }
+
+/**
+ * The client could not reach the server: DNS, TCP or TLS failed, or the
+ * connection was lost before the handshake's answer.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
+  readonly url: string
+  readonly cause: unknown
+}> {
+  override get message(): string {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `websock client: could not connect to ${this.url}: ${cause}`
+  }
+}
+
+/**
+ * The opening handshake did not finish within the client's `connectTimeout`.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class ConnectTimeout extends Data.TaggedError("ConnectTimeout")<{
+  readonly url: string
+  readonly timeout: number
+}> {
+  override get message(): string {
+    return `websock client: no handshake with ${this.url} within ${this.timeout} ms`
+  }
+}
+
+/**
+ * The server's answer was not a valid 101 for our request (RFC 6455 §4.1,
+ * RFC 7692 §5-§7): `what` says what was wrong, e.g. "status 403 Forbidden",
+ * "missing Upgrade: websocket", "wrong Sec-WebSocket-Accept",
+ * "subprotocol \"x\" was not offered", "extension \"x\" was not offered",
+ * "invalid permessage-deflate parameter server_max_window_bits=16".
+ * `status` is the response's status, when it had one.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class HandshakeFailed extends Data.TaggedError("HandshakeFailed")<{
+  readonly url: string
+  readonly what: string
+  readonly status?: number | undefined
+}> {
+  override get message(): string {
+    return `websock client: handshake with ${this.url} failed: ${this.what}`
+  }
+}
+
+/**
+ * The server answered with a redirect (3xx) and the client was not asked to
+ * follow it (`followRedirects`), or followed as many as it may.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class Redirected extends Data.TaggedError("Redirected")<{
+  readonly url: string
+  readonly status: number
+  readonly location: string | undefined
+}> {
+  override get message(): string {
+    return `websock client: ${this.url} redirected (${this.status}) to ${this.location ?? "nowhere"}; redirects are not followed`
+  }
+}
+
+/**
+ * What can go wrong when a client connects (bad options: `InvalidOption`).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export type ClientErrorReason = ConnectFailed | ConnectTimeout | HandshakeFailed | Redirected | InvalidOption
+
+/**
+ * The error of `Client.connect`, with its `reason`.
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class ClientError extends Data.TaggedError("ClientError")<{
+  readonly reason: ClientErrorReason
+}> {
+  override get message(): string {
+    return this.reason.message
+  }
+}

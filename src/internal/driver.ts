@@ -33,6 +33,7 @@ import { closedError, invalidClose, isOwnClose, receiveError } from "./errors.ts
 import { Handle, type HandleTarget } from "./handle.ts"
 import { Inbox } from "./inbox.ts"
 import { Keepalive } from "./keepalive.ts"
+import type { Masker } from "./masker.ts"
 import { type Instruments, Tally } from "./metrics.ts"
 import { Outbox } from "./outbox.ts"
 import { Pings, type PingTarget } from "./pings.ts"
@@ -87,6 +88,12 @@ export interface DriverOptions {
   readonly onEnd: (driver: Driver, outcome: WebSocket.CloseOutcome) => void
   /** Called once the connection is over and every message received was delivered: the handler may stop. */
   readonly onOver: (driver: Driver) => void
+  /**
+   * Set for the client role: the server's frames must arrive unmasked, and
+   * every frame we send is masked with a fresh key from it (RFC 6455 §5.1,
+   * §5.3). Unset: the server role.
+   */
+  readonly masker?: Masker | undefined
 }
 
 let nextId = 1
@@ -125,8 +132,13 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.extensions = options.extensions
     this.keepalive = new Keepalive(options.clock.now, limits)
     this.tally = new Tally(options.instruments)
-    this.state = Connection.initial({ maxMessageSize: limits.maxMessageSize, compression: options.codec !== undefined })
+    this.state = Connection.initial({
+      maxMessageSize: limits.maxMessageSize,
+      compression: options.codec !== undefined,
+      role: options.masker === undefined ? "server" : "client"
+    })
     this.outbox = new Outbox(options.socket, limits.highWaterMark, () => this.transport.written(), this.tally)
+    this.outbox.masker = options.masker
     this.transport = new Transport(options.socket, this.outbox, limits)
     this.inbox = new Inbox({ onProgress: () => this.onInboxProgress(), closedError: () => receiveError(this.id, this.ending.outcome) })
     this.ending = new Ending(this.inbox, limits.closeTimeout, () => options.onOver(this))
@@ -196,7 +208,13 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       switch (action._tag) {
         case "Write": {
           const chunks = action.chunks
-          for (let j = 0; j < chunks.length; j++) this.outbox.encoded(chunks[j]!)
+          if (this.options.masker !== undefined) {
+            // Client role: each frame (header, payload) is queued again by its
+            // first byte, so that the outbox masks it (RFC 6455 §5.3).
+            for (let j = 0; j + 1 < chunks.length; j += 2) this.outbox.frame(chunks[j]![0]!, chunks[j + 1]!)
+          } else {
+            for (let j = 0; j < chunks.length; j++) this.outbox.encoded(chunks[j]!)
+          }
           break
         }
         case "Deliver":

@@ -6,7 +6,10 @@
  *
  * It decides nothing about the protocol: the first byte of every data frame
  * comes from `Connection.sendHeader`, control frames arrive encoded from
- * `Connection.step`.
+ * `Connection.step`. In the client role (`masker` set) every frame queued
+ * with `frame` or `text` is masked as it is encoded (RFC 6455 §5.3): a
+ * fresh key per frame, the payload masked in the output buffer (or in a
+ * copy, when written corked), never in the caller's bytes.
  *
  * @internal
  */
@@ -14,6 +17,7 @@ import * as Effect from "effect/Effect"
 import { Buffer } from "node:buffer"
 import type { Duplex } from "node:stream"
 import * as Frame from "../Frame.ts"
+import type { Masker } from "./masker.ts"
 import type { Tally } from "./metrics.ts"
 
 /** Bytes of outgoing frames encoded into one buffer per flush; more are written corked. */
@@ -28,9 +32,21 @@ let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
 const EMPTY = new Uint8Array(0)
 
-/** A data frame with this first header byte goes out: counted, unless deflated (RSV1, RFC 7692 §6), which is counted before deflate. */
+/** A data frame with this first header byte goes out: counted, unless deflated (RSV1, RFC 7692 §6), which is counted before deflate, or a control frame (queued with `frame` in the client role). */
 const count = (tally: Tally, first: number, size: number): void => {
-  if ((first & 0x40) === 0) tally.sent((first & 0x0f) === Frame.Opcode.Text, size)
+  if ((first & 0x48) === 0) tally.sent((first & 0x0f) === Frame.Opcode.Text, size)
+}
+
+/**
+ * Masks the header just written at `buffer[start..end)` (RFC 6455 §5.2: the
+ * MASK bit, then the key after the length) and the `length` payload bytes
+ * that follow the key, in place. Returns the offset of the payload.
+ */
+const maskFrame = (masker: Masker, buffer: Uint8Array, start: number, end: number, length: number): number => {
+  buffer[start + 1] |= 0x80
+  masker.writeKey(buffer, end)
+  if (length > 0) Frame.unmask(buffer.subarray(end + 4, end + 4 + length), buffer.subarray(end, end + 4))
+  return end + 4
 }
 
 /** @internal */
@@ -54,6 +70,8 @@ export class Outbox {
   private flushTask: (() => void) | undefined = undefined
   /** `onWritten` bound, allocated when first needed. */
   private writtenTask: (() => void) | undefined = undefined
+  /** Set for the client role: every frame queued with `frame` or `text` is masked with a fresh key (RFC 6455 §5.3). */
+  masker: Masker | undefined = undefined
 
   private readonly socket: Duplex
   private readonly highWaterMark: number
@@ -81,13 +99,13 @@ export class Outbox {
 
   /** Queues a data frame whose header (first byte `first`) is encoded at flush time, into the same buffer as its neighbours. */
   frame(first: number, payload: Uint8Array): void {
-    this.queue(first, payload, Frame.headerSize(payload.length) + payload.length)
+    this.queue(first, payload, Frame.headerSize(payload.length) + (this.masker === undefined ? 0 : 4) + payload.length)
   }
 
   /** Queues a text frame: the string is encoded straight into the output at flush time. */
   text(first: number, text: string): void {
     const most = text.length * 3 // UTF-8 bytes at most (3 per UTF-16 unit)
-    this.queue(first, text, Frame.headerSize(most) + most)
+    this.queue(first, text, Frame.headerSize(most) + (this.masker === undefined ? 0 : 4) + most)
   }
 
   private queue(first: number, chunk: Uint8Array | string, bytes: number): void {
@@ -123,6 +141,8 @@ export class Outbox {
     this.bytes = 0
     const socket = this.socket
     if (socket.destroyed || socket.writableEnded) return
+    const masker = this.masker
+    if (masker !== undefined) return this.flushMasked(masker, out, first, n, total)
     if (total <= SCRATCH_SIZE) {
       const buffer = scratch
       let at = 0 // where the next header or payload goes in `buffer`
@@ -162,6 +182,62 @@ export class Outbox {
           count(this.tally, first[i]!, chunk.length)
         }
         socket.write(chunk)
+      }
+      socket.uncork()
+    }
+    if (this.watch || (this.waiters !== undefined && this.waiters.length > 0)) this.notifyWhenWritten()
+  }
+
+  /**
+   * `flush` in the client role: every frame queued with `frame` or `text`
+   * gets the MASK bit and a fresh key, its payload masked where it is
+   * encoded (RFC 6455 §5.3).
+   */
+  private flushMasked(masker: Masker, out: Array<Uint8Array | string>, first: Array<number>, n: number, total: number): void {
+    const socket = this.socket
+    if (total <= SCRATCH_SIZE) {
+      const buffer = scratch
+      let at = 0 // where the next header or payload goes in `buffer`
+      for (let i = 0; i < n; i++) {
+        const chunk = out[i]!
+        if (typeof chunk === "string") {
+          const room = Frame.headerSize(chunk.length * 3) + 4
+          const length = buffer.write(chunk, at + room, "utf8")
+          const size = Frame.headerSize(length) + 4
+          if (size !== room) buffer.copyWithin(at + size, at + room, at + room + length)
+          at = maskFrame(masker, buffer, at, Frame.writeHeader(buffer, at, first[i]!, length), length) + length
+          this.tally.sent(true, length)
+        } else if (first[i]! >= 0) {
+          const end = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
+          buffer.set(chunk, end + 4)
+          at = maskFrame(masker, buffer, at, end, chunk.length) + chunk.length
+          count(this.tally, first[i]!, chunk.length)
+        } else {
+          buffer.set(chunk, at)
+          at += chunk.length
+        }
+      }
+      socket.write(buffer.subarray(0, at))
+      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+    } else {
+      socket.cork()
+      for (let i = 0; i < n; i++) {
+        const item = out[i]!
+        if (first[i]! < 0) {
+          socket.write(item)
+          continue
+        }
+        // Our own copy, masked in place: the caller's bytes are never touched.
+        const chunk = typeof item === "string" ? Buffer.from(item, "utf8") : Buffer.from(item)
+        const header = new Uint8Array(Frame.headerSize(chunk.length) + 4)
+        const end = Frame.writeHeader(header, 0, first[i]!, chunk.length)
+        header[1] |= 0x80
+        masker.writeKey(header, end)
+        Frame.unmask(chunk, header.subarray(end, end + 4))
+        socket.write(header)
+        socket.write(chunk)
+        if (typeof item === "string") this.tally.sent(true, chunk.length)
+        else count(this.tally, first[i]!, chunk.length)
       }
       socket.uncork()
     }
