@@ -195,7 +195,7 @@ export const feedResponse = (state: ResponseState, chunk: Uint8Array): ResponseR
   return { _tag: "Incomplete", state: { maxHeadSize: state.maxHeadSize, received: all } }
 }
 
-const STATUS_LINE = /^HTTP\/([0-9])\.([0-9]) ([0-9]{3}) ?([\t\x20-\x7e\x80-\xff]*)$/
+const STATUS_LINE = /^HTTP\/([0-9])\.([0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/
 
 /** Status line and header syntax (RFC 9112 §4, §5). Returns the response or a short reason. */
 const parseResponse = (head: string): Response | string => {
@@ -217,7 +217,7 @@ const parseResponse = (head: string): Response | string => {
     const previous = headers.get(key)
     headers.set(key, previous === undefined ? value : `${previous}, ${value}`)
   }
-  return { httpVersion: `${status[1]}.${status[2]}`, status: Number(status[3]), statusText: status[4]!, headers }
+  return { httpVersion: `${status[1]}.${status[2]}`, status: Number(status[3]), statusText: status[4] ?? "", headers }
 }
 
 // ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@
  *
  * @since 0.1.0
  */
+export * as Client from "./Client.ts"
+export * as ClientHandshake from "./ClientHandshake.ts"
 export * as CloseReason from "./CloseReason.ts"
 export * as Connection from "./Connection.ts"
 export * as Errors from "./Errors.ts"

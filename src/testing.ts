@@ -9,7 +9,8 @@
  * sizes with `chop` to split a byte stream at arbitrary points, as TCP may.
  *
  * ```ts
- * import * as fc from "fast-check"
+ * import type * as Scope from "effect/Scope"
+import * as fc from "fast-check"
  * import * as Testing from "websock/testing"
  *
  * fc.assert(fc.property(Testing.frames(), Testing.maskKey, Testing.chopSizes, (frames, mask, sizes) => {
@@ -18,10 +19,23 @@
  * }))
  * ```
  *
+ * And a conformance fuzzer for any WebSocket server: `fuzz({ url })` plays
+ * sessions of valid and hostile frames against it over real TCP and checks
+ * what RFC 6455 requires of every server (see `fuzz`); `fuzzRoute` starts
+ * a websock route on a free port and fuzzes it.
+ *
  * @since 0.1.0
  */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as fc from "fast-check"
+import type * as Tls from "node:tls"
+import type { ServerError } from "./Errors.ts"
 import * as Frame from "./Frame.ts"
+import * as Fuzz from "./internal/fuzz.ts"
+import type * as Sessions from "./internal/fuzzSession.ts"
+import * as Server from "./Server.ts"
+import type * as WebSocket from "./WebSocket.ts"
 
 /**
  * Every opcode of RFC 6455 §5.2 (continuation, text, binary, close, ping, pong).
@@ -283,3 +297,110 @@ export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
   }
   return out
 }
+
+// ---------------------------------------------------------------------------
+// The fuzzer
+// ---------------------------------------------------------------------------
+
+/**
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export interface FuzzOptions {
+  /** The server's WebSocket URL (`ws://` or `wss://`, path and query included). */
+  readonly url: string | URL
+  /** Sessions to play; default 100. */
+  readonly numRuns?: number | undefined
+  /** fast-check's seed, to replay a run (printed with every failure). */
+  readonly seed?: number | undefined
+  /** fast-check's path to the failing case, to replay exactly that session (printed with every failure). */
+  readonly path?: string | undefined
+  /** Milliseconds the server has for each answer (its Close, closing TCP, a fresh handshake); default 5000. */
+  readonly timeout?: number | undefined
+  /** Elements per session at most (messages, Pings, hostile frames, early Closes); default 8. */
+  readonly maxSteps?: number | undefined
+  /** TLS options for a `wss://` server (e.g. `{ rejectUnauthorized: false }` for a self-signed test certificate). */
+  readonly tls?: Tls.ConnectionOptions | undefined
+}
+
+/**
+ * What `fuzz` found: the sessions played, the seed, and the smallest
+ * failing session (`failure.message` prints it as frames and bytes, with
+ * what the server did wrong, what it sent, and the seed and path to replay
+ * it), or no failure.
+ *
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export type FuzzReport = Fuzz.Report
+
+/**
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export type FuzzSession = Sessions.Session
+
+/**
+ * Fuzzes the WebSocket server at `url`. fast-check generates sessions of
+ * valid and hostile frames (fragmented messages with control frames between
+ * fragments, reserved bits and opcodes, text that is not UTF-8 split at
+ * every point, control frames too long or fragmented, stray continuations,
+ * unmasked frames, lying and oversized lengths, bad close codes and
+ * reasons, early Closes and TCP ends), writes each over a fresh connection
+ * in pieces cut at arbitrary points, and checks the invariants every server
+ * owes (RFC 6455):
+ *
+ * - each violation is answered with exactly one Close carrying the code
+ *   the RFC requires (1002, 1007 or 1009; text that is not UTF-8 may be
+ *   caught at the frame or at the end of its message, §8.1), then TCP is
+ *   closed;
+ * - our Close is answered with a Close, our last Ping with its Pong, and
+ *   every Pong answers a Ping;
+ * - nothing the server sends is masked or malformed (its text is UTF-8, its
+ *   fragments in order, its Close payload valid), nor sent after its Close;
+ * - after every session the server accepts a fresh connection.
+ *
+ * A failure is shrunk to the smallest failing session. Never rejects for a
+ * fault of the server's: see the report (`assertFuzz` throws it).
+ *
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export const fuzz = (options: FuzzOptions): Promise<FuzzReport> => {
+  const url = new URL(String(options.url))
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") return Promise.reject(new TypeError(`fuzz: url must be ws:// or wss://, got ${url.protocol}`))
+  return Fuzz.run(
+    { url, timeout: options.timeout ?? 5000, tls: options.tls },
+    { numRuns: options.numRuns ?? 100, seed: options.seed, path: options.path, maxSteps: options.maxSteps ?? 8 }
+  )
+}
+
+/**
+ * `fuzz`, rejecting with the printed failure (for a test: `await
+ * Testing.assertFuzz({ url })`).
+ *
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export const assertFuzz = async (options: FuzzOptions): Promise<FuzzReport> => {
+  const report = await fuzz(options)
+  if (report.failure !== undefined) throw new Error(report.failure.message)
+  return report
+}
+
+/**
+ * Starts `handler` as a websock route (`/fuzz`) on a free port of
+ * 127.0.0.1, with `server` options, and fuzzes it (`fuzz`).
+ *
+ * @since 0.3.0
+ * @category fuzzing
+ */
+export const fuzzRoute = (
+  handler: (ws: WebSocket.WebSocketConnection) => Effect.Effect<unknown, unknown, Scope.Scope>,
+  options?: Omit<FuzzOptions, "url"> & { readonly server?: Omit<Server.Options, "routes" | "port" | "host"> | undefined }
+): Effect.Effect<FuzzReport, ServerError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const server = yield* Server.make({ ...options?.server, host: "127.0.0.1", port: 0, routes: { "/fuzz": handler } })
+    const url = `ws://127.0.0.1:${server.address.port}/fuzz`
+    return yield* Effect.promise(() => fuzz({ ...options, url }))
+  }))
