@@ -159,13 +159,30 @@ const reader = (received: Received) => {
   }
 }
 
+/**
+ * What the runs of one `fuzz` have seen: the last session that got its 101,
+ * and, once the server refuses connections, the session that took it down
+ * (a server that is down fails every session, so shrinking would only find
+ * the smallest one: the culprit is reported instead).
+ */
+export interface History {
+  last: Session.Session | undefined
+  down: { readonly culprit: Session.Session | undefined; readonly error: string } | undefined
+}
+
+/** A server that refuses connections: every later session fails at once. */
+export class Down extends Fault {}
+
 /** Plays one session; resolves when it is over, rejects with a `Fault` when the server broke an invariant. */
-export const play = async (target: Target, session: Session.Session): Promise<void> => {
+export const play = async (target: Target, session: Session.Session, history: History = { last: undefined, down: undefined }): Promise<void> => {
+  if (history.down !== undefined) throw new Down(`the server is down: ${history.down.error}`, "")
   const expected = Session.expect(session)
   const { pieces } = Session.encodeSession(session)
   const { socket, rest } = await open(target).catch((error: Error) => {
-    throw new Fault(`the server refused a new connection: ${error.message}`, "")
+    history.down = { culprit: history.last, error: error.message }
+    throw new Down(`the server refused a new connection: ${error.message}`, "")
   })
+  history.last = session
   const received: Received = { events: [], pongs: [], close: undefined, fault: undefined, fin: false }
   const read = reader(received)
   let replied = false // our answer to the server's Close went out
@@ -203,7 +220,10 @@ export const play = async (target: Target, session: Session.Session): Promise<vo
   if (received.fault !== undefined) fail(`the server ${received.fault}`)
   check(expected, session, received, how, fail)
   // The server stays up: a fresh connection gets its 101 and a clean close.
-  await fresh(target).catch((error: Error) => fail(`after the session, the server refused a fresh connection: ${error.message}`))
+  await fresh(target).catch((error: Error) => {
+    history.down ??= { culprit: session, error: error.message }
+    fail(`after the session, the server refused a fresh connection: ${error.message}`)
+  })
 }
 
 /** Close codes that say the peer (or the server itself) failed: never the answer to a clean session. */
@@ -293,7 +313,8 @@ export const run = async (
   target: Target,
   options: { readonly numRuns: number; readonly seed: number | undefined; readonly path: string | undefined; readonly maxSteps: number }
 ): Promise<Report> => {
-  const property = fc.asyncProperty(Session.session(options.maxSteps), (session) => play(target, session))
+  const history: History = { last: undefined, down: undefined }
+  const property = fc.asyncProperty(Session.session(options.maxSteps), (session) => play(target, session, history))
   const details = await fc.check(property, {
     numRuns: options.numRuns,
     ...(options.seed === undefined ? {} : { seed: options.seed }),
@@ -301,6 +322,17 @@ export const run = async (
     endOnFailure: false
   })
   if (!details.failed || details.counterexample === null) return { runs: details.numRuns, seed: details.seed, failure: undefined }
+  const down = history.down
+  if (down !== undefined) {
+    // Not shrunk: against a server that is down every session fails.
+    const culprit = down.culprit ?? details.counterexample[0]
+    const message = [
+      `websock fuzzer: ${target.url.href} went down (${down.error}) during or after this session, the last it answered:`,
+      Session.describeSession(culprit),
+      `replay the run: fuzz({ url: ${JSON.stringify(target.url.href)}, seed: ${details.seed} })`
+    ].join("\n")
+    return { runs: details.numRuns, seed: details.seed, failure: { message, session: culprit, path: "" } }
+  }
   const [session] = details.counterexample
   const error = details.errorInstance
   const path = details.counterexamplePath ?? ""
