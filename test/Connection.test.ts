@@ -751,3 +751,18 @@ describe("Connection RSV1 (permessage-deflate)", () => {
     )
   })
 })
+
+describe("the client role (role: \"client\", RFC 6455 §5.1)", () => {
+  const client = Connection.initial({ maxMessageSize: 1 << 20, compression: false, role: "client" })
+  const bytesOf = (frames: ReadonlyArray<readonly [Uint8Array, Uint8Array]>) => Buffer.concat(frames.flat())
+
+  it("takes the server's unmasked frames, whatever their chopping, and refuses a masked one with 1002", () => {
+    fc.assert(fc.property(fc.string(), fc.uint8Array({ minLength: 4, maxLength: 4 }), (text, key) => {
+      const plain = Connection.step(client, { _tag: "Bytes", chunk: bytesOf([Frame.encode(Frame.Opcode.Text, new TextEncoder().encode(text))]) })
+      expect(plain.actions).toContainEqual({ _tag: "Deliver", data: text, size: new TextEncoder().encode(text).length })
+      const masked = Connection.step(client, { _tag: "Bytes", chunk: bytesOf([Frame.encode(Frame.Opcode.Text, new TextEncoder().encode(text), { mask: key })]) })
+      expect(masked.state._tag).toBe("Draining")
+      expect(masked.state._tag === "Draining" && masked.state.reply).toEqual({ code: 1002, reason: "masked frame from a server" })
+    }))
+  })
+})
