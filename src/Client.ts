@@ -469,7 +469,8 @@ export const connect = (
 
 /**
  * Connects (as `connect`) and shows the connection as an Effect
- * `Socket.Socket` (`Socket.toSocket`), in the current scope.
+ * `Socket.Socket` (`Socket.toSocket`), in the current scope: one
+ * connection, whose end is the socket's.
  *
  * @since 0.3.0
  * @category constructors
@@ -477,13 +478,74 @@ export const connect = (
 export const toSocket = (url: string | URL, options?: Options): Effect.Effect<Socket.Socket, ClientError, Scope.Scope> =>
   Effect.map(connect(url, options), WebsockSocket.toSocket)
 
+/** A connect failure as Effect's sockets report one. */
+const openError = (error: ClientError): Socket.SocketError =>
+  new Socket.SocketError({
+    reason: new Socket.SocketOpenError({ kind: error.reason._tag === "ConnectTimeout" ? "Timeout" : "Unknown", cause: error })
+  })
+
 /**
- * The `Socket.Socket` service over one client connection, for what runs on
- * Effect's sockets (`RpcClient.layerProtocolSocket()`, ...). The connection
- * lives as long as the layer.
+ * An Effect `Socket.Socket` that connects when its reader is acquired, in
+ * the reader's scope, as Effect's own WebSocket sockets do: each reader is
+ * a fresh connection (what `RpcClient.layerProtocolSocket` does to
+ * reconnect), and the writer writes to the current one, waiting while there
+ * is none. A failed connect fails the reader with `SocketError`
+ * (`SocketOpenError`, kind `"Timeout"` for `ConnectTimeout`), whose `cause`
+ * is the `ClientError`.
+ *
+ * @since 0.3.0
+ * @category constructors
+ */
+export const makeSocket = (url: string | URL, options?: Options): Socket.Socket => {
+  let current: Socket.Writer | undefined = undefined // the writer of the connection the last reader opened
+  let waiting: Array<() => void> = [] // writes waiting for a connection
+  const withWriter = <A>(f: (writer: Socket.Writer) => Effect.Effect<A, Socket.SocketError>): Effect.Effect<A, Socket.SocketError> =>
+    Effect.suspend(() => {
+      if (current !== undefined) return f(current)
+      return Effect.andThen(
+        Effect.callback<void>((resume) => {
+          const wake = () => resume(Effect.void)
+          waiting.push(wake)
+          return Effect.sync(() => {
+            waiting = waiting.filter((w) => w !== wake)
+          })
+        }),
+        withWriter(f)
+      )
+    })
+  const reader = Effect.gen(function*() {
+    const ws = yield* Effect.mapError(connect(url, options), openError)
+    const socket = WebsockSocket.toSocket(ws)
+    const read = yield* socket.reader
+    const writer = yield* socket.writer
+    current = writer
+    const woken = waiting
+    waiting = []
+    for (const wake of woken) wake()
+    // Runs first (finalizers run in reverse): no write goes to a connection that is closing.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (current === writer) current = undefined
+      })
+    )
+    return read
+  })
+  return Socket.make({
+    reader,
+    writer: Effect.succeed({
+      write: (chunk) => withWriter((writer) => writer.write(chunk)),
+      writeAll: (chunks) => withWriter((writer) => writer.writeAll(chunks))
+    })
+  })
+}
+
+/**
+ * The `Socket.Socket` service of `makeSocket`, for what runs on Effect's
+ * sockets (`RpcClient.layerProtocolSocket()`, ...): each reader a fresh
+ * connection, so that it reconnects as Effect's own WebSocket layers do.
  *
  * @since 0.3.0
  * @category layers
  */
-export const layerSocket = (url: string | URL, options?: Options): Layer.Layer<Socket.Socket, ClientError> =>
-  Layer.effect(Socket.Socket, toSocket(url, options))
+export const layerSocket = (url: string | URL, options?: Options): Layer.Layer<Socket.Socket> =>
+  Layer.succeed(Socket.Socket, makeSocket(url, options))

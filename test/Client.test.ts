@@ -255,7 +255,7 @@ describe("masking (RFC 6455 §5.3)", () => {
       })
     })
     await run(Effect.gen(function*() {
-      const ws = yield* Client.connect(url, { compression: false })
+      const ws = yield* Client.connect(url, { compression: false, closeTimeout: 100 })
       for (let i = 0; i < 100; i++) yield* ws.send(`m${i}`)
       yield* ws.sendAll(Array.from({ length: 100 }, (_, i) => `b${i}`))
       yield* ws.ping(Uint8Array.of(0x70)).pipe(Effect.forkChild)
@@ -279,7 +279,7 @@ describe("backpressure", () => {
       server = socket
     })
     await run(Effect.gen(function*() {
-      const ws = yield* Client.connect(url, { compression: false, highWaterMark: 64 * 1024, maxBufferedAmount: 128 * 1024 })
+      const ws = yield* Client.connect(url, { compression: false, highWaterMark: 64 * 1024, maxBufferedAmount: 128 * 1024, closeTimeout: 100 })
       const chunk = new Uint8Array(1024 * 1024)
       const sending = yield* Effect.forkChild(Effect.forEach(Array.from({ length: 32 }), () => ws.send(chunk), { discard: true }))
       yield* Effect.promise(() => Wait.until("the client's buffer to fill", () => Effect.runSync(ws.bufferedAmount) > 128 * 1024))
@@ -366,6 +366,32 @@ describe("Effect's Socket (toSocket, layerSocket)", () => {
       Effect.timeout("5 seconds")
     ))
     expect(result).toEqual({ echoed: "echo: héllo", counted: [1, 2, 3, 4] })
+  })
+})
+
+describe("Client.makeSocket: a reader is a fresh connection", () => {
+  it("each reader connects anew, the writer writes to the current one (waiting for it), a failed connect is SocketOpenError", async () => {
+    let connections = 0
+    const url = await echoServer({
+      routes: {
+        "/ws": (ws) => Effect.andThen(Effect.sync(() => connections++), TestServer.echo(ws))
+      }
+    })
+    const socket = Client.makeSocket(url)
+    const writer = await Effect.runPromise(Effect.scoped(socket.writer))
+    const round = (text: string) =>
+      Effect.scoped(Effect.gen(function*() {
+        // Written before the reader connects: it waits for the connection.
+        const written = yield* Effect.forkChild(writer.write(text))
+        const { pull } = yield* socket.reader
+        yield* Fiber.join(written)
+        return yield* pull
+      }))
+    expect(await Effect.runPromise(round("first"))).toEqual(["first"])
+    expect(await Effect.runPromise(round("second"))).toEqual(["second"])
+    expect(connections).toBe(2)
+    const refused = await Effect.runPromise(Effect.scoped(Effect.flip(Client.makeSocket("ws://127.0.0.1:1/", { connectTimeout: 1000 }).reader)))
+    expect(refused.reason._tag).toBe("SocketOpenError")
   })
 })
 
