@@ -31,8 +31,10 @@
  *   was interrupted or failed) and waits for the closing handshake, up to
  *   `closeTimeout`.
  *
- * `toSocket` and `layerSocket` give the connection as an Effect
- * `Socket.Socket`, so that `RpcClient.layerProtocolSocket` runs over it.
+ * `makeSocket` and `layerSocket` give the client as an Effect
+ * `Socket.Socket` (a fresh connection per reader), so that
+ * `RpcClient.layerProtocolSocket` runs, and reconnects, over it; `toSocket`
+ * shows one connection as one.
  *
  * @since 0.3.0
  */
