@@ -15,6 +15,7 @@ import * as Path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Frame from "../src/Frame.ts"
 import * as Handshake from "../src/Handshake.ts"
+import * as FuzzSession from "../src/internal/fuzzSession.ts"
 import * as Testing from "../src/testing.ts"
 import * as TestServer from "./support/TestServer.ts"
 
@@ -210,5 +211,39 @@ describe("against deliberately broken servers", () => {
     expect(failure).toBeDefined()
     expect(failure.message).toMatch(/answered the violation \(.*\) with Close 1000, not 100[279]/)
     expect(failure.session.frames.length).toBeLessThanOrEqual(2)
+  })
+})
+
+describe("the fuzzer's judge of the RFC (internal/fuzzSession.ts)", () => {
+  const key = Uint8Array.of(1, 2, 3, 4)
+  const frame = (fin: boolean, opcode: number, payload: ReadonlyArray<number>, extra: Partial<FuzzSession.WireFrame> = {}): FuzzSession.WireFrame => ({
+    fin,
+    rsv: 0,
+    opcode,
+    payload: Uint8Array.from(payload),
+    mask: key,
+    note: "",
+    ...extra
+  })
+  const close = frame(true, 8, [0x03, 0xe8])
+  const judge = (...frames: Array<FuzzSession.WireFrame>) => FuzzSession.expect({ frames: [...frames, close], cuts: [], end: "close" })
+
+  it("a character split across fragments is valid text; a byte no continuation can fix fails fast or at the end (1007 either way)", () => {
+    expect(judge(frame(false, 1, [0xe2, 0x82]), frame(true, 0, [0xac]))).toMatchObject({ violationCodes: new Set(), cleanAllowed: true })
+    expect(judge(frame(false, 1, [0xe2, 0x28]), frame(true, 0, [0x41]))).toMatchObject({ violationCodes: new Set([1007]), cleanAllowed: false })
+    // Invalid so far, and the message never ends before our Close: fail-fast servers say 1007, others close cleanly.
+    expect(judge(frame(false, 1, [0xff]))).toMatchObject({ violationCodes: new Set([1007]), cleanAllowed: true })
+  })
+
+  it("gives each hostile frame its code, and stops at the first violation or our Close", () => {
+    expect(judge(frame(true, 2, [], { rsv: 2 })).violationCodes).toEqual(new Set([1002]))
+    expect(judge(frame(true, 3, [])).violationCodes).toEqual(new Set([1002]))
+    expect(judge(frame(true, 2, [], { mask: undefined })).violationCodes).toEqual(new Set([1002]))
+    expect(judge(frame(true, 2, [], { length: "huge" })).violationCodes).toEqual(new Set([1009]))
+    expect(judge(frame(true, 2, [], { length: "msb" })).violationCodes).toEqual(new Set([1002, 1009]))
+    expect(judge(frame(true, 8, [0x03, 0xed])).violationCodes).toEqual(new Set([1002]))
+    expect(judge(frame(true, 8, [0x03, 0xe8, 0xff])).violationCodes).toEqual(new Set([1007]))
+    expect(judge(frame(true, 9, [1]), close, frame(true, 3, [])).pings.map((p) => [...p])).toEqual([[1]])
+    expect(judge(frame(true, 9, [1]), close, frame(true, 3, [])).violationCodes).toEqual(new Set())
   })
 })
