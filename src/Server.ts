@@ -41,6 +41,7 @@ import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
 import * as Settings from "./internal/settings.ts"
 import type * as PerMessageDeflate from "./PerMessageDeflate.ts"
+import type * as Topics from "./Topics.ts"
 import type * as WebSocket from "./WebSocket.ts"
 
 /**
@@ -231,6 +232,10 @@ export interface RunningServer {
   readonly address: { readonly host: string; readonly port: number }
   /** Open and opening connections. */
   readonly connections: Effect.Effect<number>
+  /** Publishes to a topic's subscribers (see `Topics`); never waits. */
+  readonly publish: (topic: string, message: WebSocket.Message) => Effect.Effect<Topics.PublishResult>
+  /** The server's topics: its own, or the `Topics` service it was built with. */
+  readonly topics: Topics.TopicsService
 }
 
 /**
@@ -280,7 +285,9 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
     yield* Effect.logDebug(`websock listening on ${address.host}:${address.port}`)
     return {
       address,
-      connections: Effect.sync(() => engine.state.active)
+      connections: Effect.sync(() => engine.state.active),
+      publish: (topic, message) => engine.topics.publish(topic, message),
+      topics: engine.topics
     }
   })
 

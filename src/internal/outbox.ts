@@ -33,11 +33,24 @@ const count = (tally: Tally, first: number, size: number): void => {
   if ((first & 0x40) === 0) tally.sent((first & 0x0f) === Frame.Opcode.Text, size)
 }
 
+/** Markers in `first` for chunks already encoded: control frames (not counted), and whole data frames (a published message, counted). */
+const ENCODED = -1
+const ENCODED_TEXT = -2
+const ENCODED_BINARY = -3
+
+/** The payload length of a whole unmasked frame of `length` bytes (its header is 2, 4 or 10 bytes, RFC 6455 §5.2). */
+const payloadOf = (length: number): number => (length - 2 < 126 ? length - 2 : length - 4 < 65536 ? length - 4 : length - 10)
+
+/** An encoded chunk goes out: counted if it is a whole data frame. */
+const countEncoded = (tally: Tally, marker: number, chunk: Uint8Array): void => {
+  if (marker !== ENCODED) tally.sent(marker === ENCODED_TEXT, payloadOf(chunk.length))
+}
+
 /** @internal */
 export class Outbox {
   /** Payloads and encoded bytes waiting for the flush; text stays a string until it is encoded into the output. */
   private out: Array<Uint8Array | string> = []
-  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or -1 for bytes already encoded. */
+  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or a marker (< 0) for bytes already encoded. */
   private first: Array<number> = []
   /** Bytes in `out` (for text not yet encoded, its largest UTF-8 size). */
   private bytes = 0
@@ -76,7 +89,12 @@ export class Outbox {
 
   /** Queues bytes already encoded (control frames). */
   encoded(chunk: Uint8Array): void {
-    if (chunk.length > 0) this.queue(-1, chunk, chunk.length)
+    if (chunk.length > 0) this.queue(ENCODED, chunk, chunk.length)
+  }
+
+  /** Queues a whole data frame encoded once for many connections (a published message): never modified, counted when written. */
+  shared(frame: Uint8Array, text: boolean): void {
+    this.queue(text ? ENCODED_TEXT : ENCODED_BINARY, frame, frame.length)
   }
 
   /** Queues a data frame whose header (first byte `first`) is encoded at flush time, into the same buffer as its neighbours. */
@@ -141,7 +159,7 @@ export class Outbox {
           if (first[i]! >= 0) {
             at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
             count(this.tally, first[i]!, chunk.length)
-          }
+          } else countEncoded(this.tally, first[i]!, chunk)
           buffer.set(chunk, at)
           at += chunk.length
         }
@@ -160,7 +178,7 @@ export class Outbox {
           Frame.writeHeader(header, 0, first[i]!, chunk.length)
           socket.write(header)
           count(this.tally, first[i]!, chunk.length)
-        }
+        } else countEncoded(this.tally, first[i]!, chunk)
         socket.write(chunk)
       }
       socket.uncork()
