@@ -9,14 +9,10 @@
  *
  * @since 0.3.0
  */
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Metric from "effect/Metric"
-import * as References from "effect/References"
 import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import { Buffer } from "node:buffer"
 import * as zlib from "node:zlib"
 import { afterEach, describe, expect, it } from "vitest"
@@ -27,81 +23,12 @@ import * as Topics from "../src/Topics.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
 import { readToClose } from "./Limits.helpers.ts"
 import { bytes, RawClient } from "./support/RawClient.ts"
-import * as TestServer from "./support/TestServer.ts"
+import { join, type Results, start, type Started, subscribers, value, withServer } from "./support/TopicServer.ts"
 import { until } from "./support/Wait.ts"
 
 afterEach(() => RawClient.destroyAll())
 
 const KiB = 1024
-
-/** What the relay route's publishes returned, in order. */
-type Results = Array<WebSocket.PublishResult>
-
-/** `/topic/:name`: subscribes to NAME and publishes every message it receives to NAME, itself excluded. */
-const relay = (results: Results) => (ws: WebSocket.WebSocketConnection) =>
-  Effect.gen(function*() {
-    const topic = ws.request.params.name!
-    yield* ws.subscribe(topic)
-    yield* ws.messages.pipe(Stream.runForEach((m) => Effect.map(ws.publish(topic, m), (r) => void results.push(r))))
-  })
-
-interface Started {
-  readonly port: number
-  readonly server: Server.RunningServer
-  readonly results: Results
-  readonly snapshot: () => ReadonlyArray<Metric.Metric.Snapshot>
-  readonly close: () => Promise<void>
-}
-
-const start = async (options: Partial<Server.Options> = {}, layer?: Layer.Layer<Topics.Topics>): Promise<Started> => {
-  const results: Results = []
-  const registry: Metric.MetricRegistry = new Map()
-  const scope = Scope.makeUnsafe()
-  const make = Server.make({ ...TestServer.testDefaults, routes: { "/topic/:name": relay(results) }, ...options })
-  const server = await Effect.runPromise(
-    (layer === undefined ? make : Effect.provide(make, layer)).pipe(
-      Scope.provide(scope),
-      Effect.provideService(Metric.MetricRegistry, registry),
-      Effect.provideService(References.MinimumLogLevel, "None")
-    )
-  )
-  const context = Context.make(Metric.MetricRegistry, registry)
-  return {
-    port: server.address.port,
-    server,
-    results,
-    snapshot: () => Metric.snapshotUnsafe(context),
-    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
-  }
-}
-
-const withServer = async (options: Partial<Server.Options>, body: (s: Started) => Promise<void>): Promise<void> => {
-  const started = await start(options)
-  try {
-    await body(started)
-  } finally {
-    RawClient.destroyAll()
-    await started.close()
-  }
-}
-
-const subscribers = (server: Server.RunningServer, topic: string): number => Effect.runSync(server.topics.subscriberCount(topic))
-
-/** Connects `n` clients to `/topic/NAME` and waits until each is subscribed. */
-const join = async (s: Started, topic: string, n: number, options: Parameters<typeof RawClient.connect>[1] = {}): Promise<Array<RawClient>> => {
-  const before = subscribers(s.server, topic)
-  const clients = await Promise.all(Array.from({ length: n }, () => RawClient.connect(s.port, { path: `/topic/${topic}`, ...options })))
-  await until(`${n} subscribers of ${topic}`, () => subscribers(s.server, topic) === before + n)
-  return clients
-}
-
-const value = (s: Started, id: string, attributes: Record<string, string> = {}): number =>
-  s.snapshot()
-    .filter((m) => m.id === id && Object.entries(attributes).every(([k, v]) => (m.attributes as Record<string, string> | undefined)?.[k] === v))
-    .reduce((sum, m) => {
-      const state = m.state as { count?: number; value?: number }
-      return sum + Number(state.count ?? state.value ?? 0)
-    }, 0)
 
 describe("fan-out in one process", () => {
   it("50 subscribers: a text and a binary message published by one reach the 49 others once each, in order, not the sender; the results count 49 sent", async () => {
