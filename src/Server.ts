@@ -162,6 +162,13 @@ export interface Options<Routes extends Readonly<Record<string, RouteInput>> = R
   /** Address to listen on. Default: all interfaces. */
   readonly host?: string | undefined
   /**
+   * Listen with `SO_REUSEPORT` (Node's `reusePort`: Linux 3.9+, FreeBSD 12+,
+   * DragonFly, Solaris), so that several processes listen on one port and
+   * the kernel spreads the connections among them (see the README's "All
+   * cores"). Elsewhere listening fails with `ListenFailed`. Default false.
+   */
+  readonly reusePort?: boolean | undefined
+  /**
    * Handlers by request path: plain paths (`/chat`) or paths with `:name`
    * segments (`/rooms/:id`, read from `request.params`); the query does not
    * take part. Any other path is answered 404. A key of another form fails
@@ -267,7 +274,7 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
     yield* Effect.callback<void, ServerError>((resume) => {
       const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: new ListenFailed({ cause }) })))
       server.once("error", onError)
-      server.listen({ port: settings.port, host: settings.host }, () => {
+      server.listen({ port: settings.port, host: settings.host, reusePort: settings.reusePort }, () => {
         server.off("error", onError)
         // A failed accept is the listener's error: logged, never thrown (it would end the process).
         server.on("error", (cause) => {

@@ -55,11 +55,6 @@ const onRedis = async (prefix?: string): Promise<Started> => {
   return s
 }
 
-const numsub = async (channel: string): Promise<number> => {
-  const reply = (await probe.sendCommand(["PUBSUB", "NUMSUB", channel])) as Array<unknown>
-  return Number(reply[1])
-}
-
 describe("two servers on one Redis", () => {
   it("exchange messages both ways, text and all 256 byte values, each delivered once: no echo back to the origin", async () => {
     const a = await onRedis()
@@ -204,17 +199,7 @@ describe("what arrives on a channel", () => {
   })
 })
 
-const untilNumsub = (channel: string, n: number, timeout = 5_000): Promise<void> => {
-  let last = -1
-  let asking = false
-  return until(`PUBSUB NUMSUB ${channel} = ${n}`, () => {
-    if (!asking) {
-      asking = true
-      numsub(channel).then((x) => (last = x), () => {}).finally(() => (asking = false))
-    }
-    return last === n
-  }, timeout, () => `last seen ${last}`)
-}
+const untilNumsub = (channel: string, n: number, timeout?: number): Promise<void> => redis.untilNumsub(channel, n, timeout)
 
 /** The inverse of `escapeTopic`: `%uXXXX` is a UTF-16 unit, runs of `%XX` are UTF-8 bytes. */
 const unescapeTopic = (channel: string): string =>
