@@ -77,6 +77,18 @@ describe("two servers on one Redis", () => {
     expect(value(b, "websock.pubsub.redis.received")).toBe(1)
   })
 
+  it("1,000 messages published on one server reach the other's subscriber all, in order (one publishing connection per process)", async () => {
+    const a = await onRedis()
+    const b = await onRedis()
+    const [onB] = await join(b, "ordered", 1)
+    await untilNumsub("websock:topic:ordered", 1)
+    await Effect.runPromise(Effect.forEach(Array.from({ length: 1000 }, (_, i) => `#${i}`), (m) => a.server.publish("ordered", m), { discard: true }))
+    for (let i = 0; i < 1000; i++) expect(await onB!.expectText(5_000)).toBe(`#${i}`)
+    await until("1000 published", () => value(a, "websock.pubsub.redis.published") === 1000)
+    expect(value(b, "websock.pubsub.redis.received")).toBe(1000)
+    expect(value(b, "websock.pubsub.redis.missed")).toBe(0)
+  })
+
   it("a server subscribes to a topic's channel only while it has local subscribers, and gets none of another topic's traffic", async () => {
     const a = await onRedis()
     const b = await onRedis()
