@@ -33,6 +33,24 @@ const count = (tally: Tally, first: number, size: number): void => {
   if ((first & 0x40) === 0) tally.sent((first & 0x0f) === Frame.Opcode.Text, size)
 }
 
+/**
+ * Outboxes holding published messages, flushed together once the event
+ * loop has run every I/O callback of this turn (`setImmediate`): the
+ * messages a publisher's reads bring in one turn reach each subscriber in
+ * one write, as uWebSockets does at the end of its loop iteration.
+ */
+let later: Array<Outbox> = []
+
+const flushLater = (): void => {
+  const outboxes = later
+  later = []
+  for (let i = 0; i < outboxes.length; i++) {
+    const outbox = outboxes[i]!
+    outbox.queuedLater = false
+    if (outbox.pending()) outbox.flush()
+  }
+}
+
 /** Markers in `first` for chunks already encoded: control frames (not counted), and whole data frames (a published message, counted). */
 const ENCODED = -1
 const ENCODED_TEXT = -2
@@ -57,6 +75,8 @@ export class Outbox {
   private scheduled = false
   /** True while the driver handles a received chunk: it flushes at the end, with no microtask in between. */
   batching = false
+  /** True while this outbox waits for the end-of-turn flush of published messages. */
+  queuedLater = false
   /** Set by the transport while it waits for the peer to read our writes: every flush asks to be told when written. */
   watch = false
   /** Set once nothing more will be written: waiters are released for good. */
@@ -92,9 +112,20 @@ export class Outbox {
     if (chunk.length > 0) this.queue(ENCODED, chunk, chunk.length)
   }
 
-  /** Queues a whole data frame encoded once for many connections (a published message): never modified, counted when written. */
+  /**
+   * Queues a whole data frame encoded once for many connections (a
+   * published message): never modified, counted when written, and written
+   * at the end of this turn of the event loop with whatever else was
+   * published to this connection meanwhile (or sooner, with a send's flush).
+   */
   shared(frame: Uint8Array, text: boolean): void {
-    this.queue(text ? ENCODED_TEXT : ENCODED_BINARY, frame, frame.length)
+    this.out.push(frame)
+    this.first.push(text ? ENCODED_TEXT : ENCODED_BINARY)
+    this.bytes += frame.length
+    if (this.scheduled || this.batching || this.queuedLater) return
+    this.queuedLater = true
+    if (later.length === 0) setImmediate(flushLater)
+    later.push(this)
   }
 
   /** Queues a data frame whose header (first byte `first`) is encoded at flush time, into the same buffer as its neighbours. */
