@@ -186,8 +186,9 @@ export class Hub {
 
   /** Publishes here (to every local subscriber but `exclude`) and, through the relay, elsewhere. */
   publish(topic: string, message: WebSocket.Message, exclude: Subscriber | undefined): WebSocket.PublishResult {
-    const shared = Shared.of(message)
     this.counts.published++
+    if (this.relay === undefined && !this.topics.has(topic)) return NONE
+    const shared = Shared.of(message)
     this.relay?.publish(topic, shared)
     return this.deliver(topic, shared, exclude)
   }
