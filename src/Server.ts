@@ -41,6 +41,7 @@ import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
 import * as Settings from "./internal/settings.ts"
 import type * as PerMessageDeflate from "./PerMessageDeflate.ts"
+import type * as Topics from "./Topics.ts"
 import type * as WebSocket from "./WebSocket.ts"
 
 /**
@@ -161,6 +162,13 @@ export interface Options<Routes extends Readonly<Record<string, RouteInput>> = R
   /** Address to listen on. Default: all interfaces. */
   readonly host?: string | undefined
   /**
+   * Listen with `SO_REUSEPORT` (Node's `reusePort`: Linux 3.9+, FreeBSD 12+,
+   * DragonFly, Solaris), so that several processes listen on one port and
+   * the kernel spreads the connections among them (see the README's "All
+   * cores"). Elsewhere listening fails with `ListenFailed`. Default false.
+   */
+  readonly reusePort?: boolean | undefined
+  /**
    * Handlers by request path: plain paths (`/chat`) or paths with `:name`
    * segments (`/rooms/:id`, read from `request.params`); the query does not
    * take part. Any other path is answered 404. A key of another form fails
@@ -231,6 +239,10 @@ export interface RunningServer {
   readonly address: { readonly host: string; readonly port: number }
   /** Open and opening connections. */
   readonly connections: Effect.Effect<number>
+  /** Publishes to a topic's subscribers (see `Topics`); never waits. */
+  readonly publish: (topic: string, message: WebSocket.Message) => Effect.Effect<Topics.PublishResult>
+  /** The server's topics: its own, or the `Topics` service it was built with. */
+  readonly topics: Topics.TopicsService
 }
 
 /**
@@ -262,7 +274,7 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
     yield* Effect.callback<void, ServerError>((resume) => {
       const onError = (cause: unknown) => resume(Effect.fail(new ServerError({ reason: new ListenFailed({ cause }) })))
       server.once("error", onError)
-      server.listen({ port: settings.port, host: settings.host }, () => {
+      server.listen({ port: settings.port, host: settings.host, reusePort: settings.reusePort }, () => {
         server.off("error", onError)
         // A failed accept is the listener's error: logged, never thrown (it would end the process).
         server.on("error", (cause) => {
@@ -280,7 +292,9 @@ export const make = <const Routes extends Readonly<Record<string, RouteInput>>>(
     yield* Effect.logDebug(`websock listening on ${address.host}:${address.port}`)
     return {
       address,
-      connections: Effect.sync(() => engine.state.active)
+      connections: Effect.sync(() => engine.state.active),
+      publish: (topic, message) => engine.topics.publish(topic, message),
+      topics: engine.topics
     }
   })
 

@@ -37,6 +37,8 @@ import * as NodeUpgrade from "./internal/nodeUpgrade.ts"
 import * as Settings from "./internal/settings.ts"
 import { splitTarget } from "./internal/syntax.ts"
 import type * as Server from "./Server.ts"
+import type * as Topics from "./Topics.ts"
+import type * as WebSocket from "./WebSocket.ts"
 
 /**
  * The settings: those of `Server.Options` but the listener's own (`port`,
@@ -67,6 +69,10 @@ export interface Upgrader {
   readonly matches: (request: IncomingMessage) => boolean
   /** Open and opening connections. */
   readonly connections: Effect.Effect<number>
+  /** Publishes to a topic's subscribers (see `Topics`); never waits. */
+  readonly publish: (topic: string, message: WebSocket.Message) => Effect.Effect<Topics.PublishResult>
+  /** The topics: the upgrader's own, or the `Topics` service it was built with. */
+  readonly topics: Topics.TopicsService
 }
 
 /**
@@ -90,7 +96,9 @@ export const make = <const Routes extends Readonly<Record<string, Server.RouteIn
         const path = pathOf(request.url)
         return path !== undefined && settings.router.match(path) !== undefined
       },
-      connections: Effect.sync(() => engine.state.active)
+      connections: Effect.sync(() => engine.state.active),
+      publish: (topic, message) => engine.topics.publish(topic, message),
+      topics: engine.topics
     }
   })
 

@@ -80,6 +80,27 @@ export type OverflowPolicy = "wait" | "drop" | "close"
 export type SendStatus = "sent" | "queued" | "dropped" | "closed"
 
 /**
+ * What a publish did (see `WebSocketConnection.publish` and
+ * `Topics.publish`), counted over the local subscribers it reached (every
+ * one but the excluded sender): `sent` were queued for the socket, `queued`
+ * too but above the subscriber's high-water mark (a slow subscriber),
+ * `dropped` were discarded above its `maxBufferedAmount`, `closed` were not
+ * sent (the connection closing or closed, or closed with 1008 just now by
+ * the `"close"` overflow policy). Subscribers in other processes (the Redis
+ * adapter) are not counted here.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface PublishResult {
+  readonly subscribers: number
+  readonly sent: number
+  readonly queued: number
+  readonly dropped: number
+  readonly closed: number
+}
+
+/**
  * The connection handed to a route's handler. Call its members on it
  * (`ws.send(m)`), not detached.
  *
@@ -135,8 +156,25 @@ export interface WebSocketConnection {
   readonly closed: Effect.Effect<CloseOutcome>
   /** Bytes written by the application but not yet handed to the kernel. */
   readonly bufferedAmount: Effect.Effect<number>
-  /** Messages discarded by the `"drop"` overflow policy. */
+  /** Messages discarded by the `"drop"` overflow policy (sends and published messages alike). */
   readonly droppedMessages: Effect.Effect<number>
+  /**
+   * Subscribes this connection to a topic (of the server's `Topics`: its own,
+   * or the one provided, e.g. `RedisTopics.layer`); the subscription ends
+   * with the connection. Subscribing twice is one subscription. Fails with
+   * `ConnectionClosed` once the connection is closing.
+   */
+  readonly subscribe: (topic: string) => Effect.Effect<void, WebSocketError>
+  /** Ends this connection's subscription to a topic (nothing if it had none). */
+  readonly unsubscribe: (topic: string) => Effect.Effect<void>
+  /** The topics this connection subscribes to. */
+  readonly subscriptions: Effect.Effect<ReadonlyArray<string>>
+  /**
+   * Publishes a message to a topic's subscribers, this connection excluded
+   * (`{ self: true }` includes it): framed once, queued to each subscriber
+   * under its own limits, never waiting (see `PublishResult`).
+   */
+  readonly publish: (topic: string, message: Message, options?: { readonly self?: boolean }) => Effect.Effect<PublishResult>
 }
 
 /**

@@ -3,7 +3,9 @@
  *
  * Every public module as a namespace, the same modules that package.json
  * exports one by one (`websock/Server`, `websock/Frame`, ...). Not here:
- * `websock/testing`, which needs the optional peer dependency fast-check, and
+ * `websock/testing`, which needs the optional peer dependency fast-check,
+ * `websock/NodeHttpServer` and `websock/RedisTopics`, which need
+ * `@effect/platform-node`, and
  * anything under `internal/`, which is not part of the API.
  *
  * @since 0.1.0
@@ -18,6 +20,7 @@ export * as Handshake from "./Handshake.ts"
 export * as PerMessageDeflate from "./PerMessageDeflate.ts"
 export * as Server from "./Server.ts"
 export * as Socket from "./Socket.ts"
+export * as Topics from "./Topics.ts"
 export * as Upgrade from "./Upgrade.ts"
 export * as Utf8 from "./Utf8.ts"
 export * as WebSocket from "./WebSocket.ts"

@@ -41,7 +41,7 @@ const publicModules = Fs.readdirSync(Path.join(root, "src"), { withFileTypes: tr
   .sort()
 
 /** Modules that need an optional peer dependency, and so stay out of the index. */
-const notInIndex = new Set(["NodeHttpServer", "testing"])
+const notInIndex = new Set(["NodeHttpServer", "RedisTopics", "testing"])
 
 /** The specifiers a user can import: "websock", "websock/Server", ... */
 const specifiers = ["websock", ...publicModules.map((name) => `websock/${name}`)]
@@ -73,10 +73,14 @@ describe("package.json", () => {
     expect(index).not.toMatch(/from "\.\/internal\//)
   })
 
-  it("declares effect (and, optional, fast-check for websock/testing and @effect/platform-node for websock/NodeHttpServer) as peers, never as dependencies", () => {
+  it("declares effect (and, optional, fast-check for websock/testing, @effect/platform-node for websock/NodeHttpServer and websock/RedisTopics, redis for websock/RedisTopics) as peers, never as dependencies", () => {
     expect(pkg.dependencies ?? {}).toEqual({})
-    expect(pkg.peerDependencies).toEqual({ "@effect/platform-node": "~4.1.0", effect: "^4.1.0", "fast-check": "^4.0.0" })
-    expect(pkg.peerDependenciesMeta).toEqual({ "@effect/platform-node": { optional: true }, "fast-check": { optional: true } })
+    expect(pkg.peerDependencies).toEqual({ "@effect/platform-node": "~4.1.0", effect: "^4.1.0", "fast-check": "^4.0.0", redis: ">=5.0.0 <7.0.0" })
+    expect(pkg.peerDependenciesMeta).toEqual({
+      "@effect/platform-node": { optional: true },
+      "fast-check": { optional: true },
+      redis: { optional: true }
+    })
     for (const name of Object.keys(pkg.peerDependencies)) expect(pkg.devDependencies[name], name).toBeDefined()
     expect(pkg.files.sort()).toEqual(["LICENSE", "README.md", "dist/", "src/"])
   })

@@ -38,6 +38,7 @@ import { type Instruments, Tally } from "./metrics.ts"
 import { Outbox } from "./outbox.ts"
 import { Pings, type PingTarget } from "./pings.ts"
 import { Sender, type SendTarget } from "./sender.ts"
+import { Counts, Hub, type Outcome, type Shared, type Subscriber } from "./topics.ts"
 import { Pause, type SocketEvents, Transport } from "./transport.ts"
 
 /**
@@ -81,6 +82,8 @@ export interface DriverOptions {
   readonly deflateThreshold: number
   /** The server's metrics, unless turned off. */
   readonly instruments?: Instruments | undefined
+  /** The topics the connection may subscribe to and publish to (default: topics of its own). */
+  readonly hub?: Hub | undefined
   /** Runs an effect detached, with the server's services (compression work). */
   readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<Exit.Exit<A, E>>
   readonly clock: Clock
@@ -99,7 +102,7 @@ export interface DriverOptions {
 let nextId = 1
 
 /** @internal */
-export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTarget, SocketEvents {
+export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTarget, SocketEvents, Subscriber {
   readonly id = nextId++
   readonly handle: WebSocket.WebSocketConnection
   readonly request: WebSocket.Request
@@ -122,10 +125,14 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   private readonly ending: Ending
   /** What this connection sent and received, and the server's metrics. */
   readonly tally: Tally
+  /** The topics it subscribes to (the hub's), from the first. */
+  topics: Set<string> | undefined = undefined
+  private readonly hub: Hub
 
   constructor(options: DriverOptions) {
     const limits = options.limits
     this.options = options
+    this.hub = options.hub ?? new Hub(new Counts())
     this.limits = limits
     this.request = options.request
     this.protocol = options.protocol
@@ -337,7 +344,41 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     return isOwnClose(this.id, error)
   }
 
+  // ---------------------------------------------------------------------------
+  // topics
+  // ---------------------------------------------------------------------------
+
+  get subscriber(): Subscriber {
+    return this
+  }
+
+  /** See the handle's `subscribe`: refused once the connection is closing (its subscriptions are over). */
+  subscribe(topic: string): Effect.Effect<void, WebSocketError> {
+    if (!Connection.canSend(this.state)) return Effect.fail(this.closedError())
+    this.hub.subscribe(this, topic)
+    return Effect.void
+  }
+
+  unsubscribe(topic: string): void {
+    this.hub.unsubscribe(this, topic)
+  }
+
+  subscriptions(): ReadonlyArray<string> {
+    return this.topics === undefined ? [] : Array.from(this.topics)
+  }
+
+  publish(topic: string, message: WebSocket.Message, self: boolean): WebSocket.PublishResult {
+    return this.hub.publish(topic, message, self ? undefined : this)
+  }
+
+  /** A message published to one of its topics (the hub's call). */
+  deliver(message: Shared): Outcome {
+    return this.sender.deliver(message)
+  }
+
   private finish(outcome: WebSocket.CloseOutcome): void {
+    // Nothing more can be sent: its subscriptions end now.
+    this.hub.unsubscribeAll(this)
     if (!this.ending.settle(outcome)) return
     this.transport.cancelCloseTimer()
     this.deferral?.cancel()
@@ -370,6 +411,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   onClose(): void {
     this.input({ _tag: "EndOfStream" })
     this.dispose()
+    this.hub.unsubscribeAll(this)
     this.transport.closed()
     this.options.onEnd(this, this.ending.outcome!)
     this.ending.checkOver()

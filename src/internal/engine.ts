@@ -16,6 +16,7 @@
  * @internal
  */
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
@@ -35,6 +36,7 @@ import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
 import * as Metrics from "./metrics.ts"
+import * as Topics from "../Topics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
 import * as Tracing from "./tracing.ts"
@@ -51,6 +53,8 @@ export interface Engine {
   /** The metrics, unless turned off (`metrics: false`). */
   readonly instruments: Metrics.Instruments | undefined
   readonly tracing: Tracing.Tracing
+  /** The topics: the `Topics` service of the context, or the server's own. */
+  readonly topics: Topics.TopicsService
 }
 
 /** The sockets of one server. */
@@ -94,6 +98,8 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
       (timer) => Effect.sync(() => clearInterval(timer))
     )
     const instruments = settings.metrics ? Metrics.instruments(context) : undefined
+    const provided = Context.getOption(context, Topics.Topics)
+    const topics = Option.isSome(provided) ? provided.value : yield* Topics.makeWith({ metrics: settings.metrics })
     const engine: Engine = {
       settings,
       state,
@@ -101,7 +107,8 @@ export const make = (settings: Settings.Settings): Effect.Effect<Engine, never, 
       runPromiseExit: Effect.runPromiseExitWith(context),
       clock,
       instruments,
-      tracing: Tracing.make(context)
+      tracing: Tracing.make(context),
+      topics
     }
     // Added after the FiberSet, so it runs before the FiberSet interrupts the
     // connections (finalizers run in reverse order).
@@ -408,6 +415,7 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     codec,
     deflateThreshold: compression?.threshold ?? 0,
     instruments: engine.instruments,
+    hub: engine.topics.hub,
     run: engine.runPromiseExit,
     clock: engine.clock,
     onEnd: (d, outcome) => {

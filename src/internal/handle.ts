@@ -13,6 +13,7 @@ import type * as WebSocket from "../WebSocket.ts"
 import type { Inbox } from "./inbox.ts"
 import type { Outbox } from "./outbox.ts"
 import type { Sender } from "./sender.ts"
+import { type Subscriber, SubscriberOf } from "./topics.ts"
 
 type Message = WebSocket.Message
 
@@ -31,6 +32,11 @@ export interface HandleTarget {
   close(code: number, reason: string): Effect.Effect<WebSocket.CloseOutcome, WebSocketError>
   terminate(): void
   awaitOutcome(): Effect.Effect<WebSocket.CloseOutcome>
+  subscribe(topic: string): Effect.Effect<void, WebSocketError>
+  unsubscribe(topic: string): void
+  subscriptions(): ReadonlyArray<string>
+  publish(topic: string, message: Message, self: boolean): WebSocket.PublishResult
+  readonly subscriber: Subscriber
 }
 
 /** @internal */
@@ -83,5 +89,21 @@ export class Handle implements WebSocket.WebSocketConnection {
   }
   get droppedMessages(): Effect.Effect<number> {
     return Effect.sync(() => this.#driver.sender.droppedMessages)
+  }
+  subscribe(topic: string): Effect.Effect<void, WebSocketError> {
+    return Effect.suspend(() => this.#driver.subscribe(topic))
+  }
+  unsubscribe(topic: string): Effect.Effect<void> {
+    return Effect.sync(() => this.#driver.unsubscribe(topic))
+  }
+  get subscriptions(): Effect.Effect<ReadonlyArray<string>> {
+    return Effect.sync(() => this.#driver.subscriptions())
+  }
+  publish(topic: string, message: Message, options?: { readonly self?: boolean }): Effect.Effect<WebSocket.PublishResult> {
+    return Effect.sync(() => this.#driver.publish(topic, message, options?.self === true))
+  }
+  /** The connection as its topics' subscriber (to exclude it from a publish). */
+  get [SubscriberOf](): Subscriber {
+    return this.#driver.subscriber
   }
 }

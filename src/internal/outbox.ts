@@ -49,17 +49,50 @@ const maskFrame = (masker: Masker, buffer: Uint8Array, start: number, end: numbe
   return end + 4
 }
 
+/**
+ * Outboxes holding published messages, flushed together once the event
+ * loop has run every I/O callback of this turn (`setImmediate`): the
+ * messages a publisher's reads bring in one turn reach each subscriber in
+ * one write, as uWebSockets does at the end of its loop iteration.
+ */
+let later: Array<Outbox> = []
+
+const flushLater = (): void => {
+  const outboxes = later
+  later = []
+  for (let i = 0; i < outboxes.length; i++) {
+    const outbox = outboxes[i]!
+    outbox.queuedLater = false
+    if (outbox.pending()) outbox.flush()
+  }
+}
+
+/** Markers in `first` for chunks already encoded: control frames (not counted), and whole data frames (a published message, counted). */
+const ENCODED = -1
+const ENCODED_TEXT = -2
+const ENCODED_BINARY = -3
+
+/** The payload length of a whole unmasked frame of `length` bytes (its header is 2, 4 or 10 bytes, RFC 6455 §5.2). */
+const payloadOf = (length: number): number => (length - 2 < 126 ? length - 2 : length - 4 < 65536 ? length - 4 : length - 10)
+
+/** An encoded chunk goes out: counted if it is a whole data frame. */
+const countEncoded = (tally: Tally, marker: number, chunk: Uint8Array): void => {
+  if (marker !== ENCODED) tally.sent(marker === ENCODED_TEXT, payloadOf(chunk.length))
+}
+
 /** @internal */
 export class Outbox {
   /** Payloads and encoded bytes waiting for the flush; text stays a string until it is encoded into the output. */
   private out: Array<Uint8Array | string> = []
-  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or -1 for bytes already encoded. */
+  /** For each chunk of `out`: the first header byte of a data frame to encode before it, or a marker (< 0) for bytes already encoded. */
   private first: Array<number> = []
   /** Bytes in `out` (for text not yet encoded, its largest UTF-8 size). */
   private bytes = 0
   private scheduled = false
   /** True while the driver handles a received chunk: it flushes at the end, with no microtask in between. */
   batching = false
+  /** True while this outbox waits for the end-of-turn flush of published messages. */
+  queuedLater = false
   /** Set by the transport while it waits for the peer to read our writes: every flush asks to be told when written. */
   watch = false
   /** Set once nothing more will be written: waiters are released for good. */
@@ -94,7 +127,23 @@ export class Outbox {
 
   /** Queues bytes already encoded (control frames). */
   encoded(chunk: Uint8Array): void {
-    if (chunk.length > 0) this.queue(-1, chunk, chunk.length)
+    if (chunk.length > 0) this.queue(ENCODED, chunk, chunk.length)
+  }
+
+  /**
+   * Queues a whole data frame encoded once for many connections (a
+   * published message): never modified, counted when written, and written
+   * at the end of this turn of the event loop with whatever else was
+   * published to this connection meanwhile (or sooner, with a send's flush).
+   */
+  shared(frame: Uint8Array, text: boolean): void {
+    this.out.push(frame)
+    this.first.push(text ? ENCODED_TEXT : ENCODED_BINARY)
+    this.bytes += frame.length
+    if (this.scheduled || this.batching || this.queuedLater) return
+    this.queuedLater = true
+    if (later.length === 0) setImmediate(flushLater)
+    later.push(this)
   }
 
   /** Queues a data frame whose header (first byte `first`) is encoded at flush time, into the same buffer as its neighbours. */
@@ -161,7 +210,7 @@ export class Outbox {
           if (first[i]! >= 0) {
             at = Frame.writeHeader(buffer, at, first[i]!, chunk.length)
             count(this.tally, first[i]!, chunk.length)
-          }
+          } else countEncoded(this.tally, first[i]!, chunk)
           buffer.set(chunk, at)
           at += chunk.length
         }
@@ -180,7 +229,7 @@ export class Outbox {
           Frame.writeHeader(header, 0, first[i]!, chunk.length)
           socket.write(header)
           count(this.tally, first[i]!, chunk.length)
-        }
+        } else countEncoded(this.tally, first[i]!, chunk)
         socket.write(chunk)
       }
       socket.uncork()

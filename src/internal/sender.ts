@@ -20,6 +20,7 @@ import type { Compression } from "./compression.ts"
 import { overflowError } from "./errors.ts"
 import type { Instruments } from "./metrics.ts"
 import type { Outbox } from "./outbox.ts"
+import { Outcome, type Shared } from "./topics.ts"
 
 type Message = WebSocket.Message
 
@@ -38,6 +39,8 @@ export interface SendLimits {
   readonly maxBufferedAmount: number
   /** Buffered above this, a `wait` send waits for the drain. */
   readonly highWaterMark: number
+  /** The policy of `send`; a published message is never waited for (`"close"` closes, anything else drops). */
+  readonly overflow: WebSocket.OverflowPolicy
 }
 
 /** @internal */
@@ -127,6 +130,28 @@ export class Sender {
     else if (typeof message === "string") this.outbox.text(Connection.sendHeader(connection.state, true, false), message)
     else this.outbox.frame(Connection.sendHeader(connection.state, false, false), message)
     return this.outbox.buffered() > this.limits.highWaterMark ? "queued" : "sent"
+  }
+
+  /**
+   * A message published to a topic of this connection's: `trySend` with the
+   * connection's policy (never waiting) and the frame its publisher encoded
+   * once for every subscriber, unless this connection compresses.
+   */
+  deliver(shared: Shared): Outcome {
+    const connection = this.connection
+    if (!Connection.canSend(connection.state)) return Outcome.Closed
+    if (this.outbox.buffered() > this.limits.maxBufferedAmount) {
+      if (this.limits.overflow !== "close") {
+        this.dropped++
+        if (this.instruments !== undefined) this.instruments.dropped++
+        return Outcome.Dropped
+      }
+      connection.input({ _tag: "Close", reason: CloseReason.policyViolation("outbound buffer overflow") })
+      return Outcome.Closed
+    }
+    if (this.compression !== undefined) this.compression.send([shared.value()], ignore)
+    else this.outbox.shared(shared.frame(), shared.text)
+    return this.outbox.buffered() > this.limits.highWaterMark ? Outcome.Queued : Outcome.Sent
   }
 
   private drained(): Effect.Effect<void> {

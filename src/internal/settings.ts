@@ -40,6 +40,8 @@ export type Input = Options<any>
 export interface Settings extends Connection {
   readonly port: number
   readonly host: string | undefined
+  /** Listen with SO_REUSEPORT (Linux, the BSDs), so that several processes share the port. */
+  readonly reusePort: boolean
   readonly router: Router.Router<ResolvedRoute>
   readonly maxHeadSize: number
   readonly handshakeTimeout: number
@@ -115,9 +117,12 @@ export const resolve = (options: Input): Settings => {
   const { limits, compression } = connection(options)
   const metrics = options.metrics ?? defaults.metrics
   if (typeof metrics !== "boolean") throw invalid("metrics", `must be true or false, got ${String(metrics)}`)
+  const reusePort = options.reusePort ?? false
+  if (typeof reusePort !== "boolean") throw invalid("reusePort", `must be true or false, got ${String(reusePort)}`)
   return {
     port: integer("port", options.port ?? defaults.port, 0, 65535),
     host: options.host,
+    reusePort,
     router,
     maxHeadSize: integer("maxHeadSize", options.maxHeadSize ?? defaults.maxHeadSize, 256),
     handshakeTimeout: millis("handshakeTimeout", options.handshakeTimeout, defaults.handshakeTimeout, 1),

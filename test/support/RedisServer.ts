@@ -9,6 +9,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as net from "node:net"
+import { createClient } from "redis"
+import { until } from "./Wait.ts"
 
 /**
  * A free TCP port on 127.0.0.1 (bound, read, released).
@@ -35,6 +37,10 @@ export interface RedisServer {
   readonly stop: () => Promise<void>
   /** Starts it again on the same port (after `stop`). */
   readonly restart: () => Promise<void>
+  /** `PUBSUB NUMSUB channel`: how many connections subscribe to a channel. */
+  readonly numsub: (channel: string) => Promise<number>
+  /** Waits until `numsub(channel)` is `n` (asked again at every answer). */
+  readonly untilNumsub: (channel: string, n: number, timeout?: number) => Promise<void>
 }
 
 const launch = (port: number): Promise<ChildProcess> =>
@@ -81,10 +87,37 @@ const exit = (child: ChildProcess): Promise<void> =>
 export const start = async (): Promise<RedisServer> => {
   const port = await freePort()
   let child: ChildProcess | undefined = await launch(port)
+  const url = `redis://127.0.0.1:${port}`
+  /** The test's own client, for NUMSUB (made on first use, reconnecting after a restart). */
+  let probe: ReturnType<typeof createClient> | undefined = undefined
+  const numsub = async (channel: string): Promise<number> => {
+    if (probe === undefined) {
+      probe = createClient({ url, socket: { reconnectStrategy: () => 50 } })
+      probe.on("error", () => {})
+      await probe.connect()
+    }
+    const reply = (await probe.sendCommand(["PUBSUB", "NUMSUB", channel])) as Array<unknown>
+    return Number(reply[1])
+  }
+  const untilNumsub = (channel: string, n: number, timeout = 10_000): Promise<void> => {
+    let last = -1
+    let asking = false
+    return until(`PUBSUB NUMSUB ${channel} = ${n}`, () => {
+      if (!asking) {
+        asking = true
+        numsub(channel).then((x) => (last = x), () => {}).finally(() => (asking = false))
+      }
+      return last === n
+    }, timeout, () => `last answer ${last}`)
+  }
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url,
+    numsub,
+    untilNumsub,
     stop: async () => {
+      probe?.destroy()
+      probe = undefined
       if (child !== undefined) await exit(child)
       child = undefined
     },
