@@ -270,6 +270,20 @@ describe("masking (RFC 6455 §5.3)", () => {
   })
 })
 
+describe("published messages (Topics) go out masked too", () => {
+  it("a client's publish to a topic it subscribes to reaches the server as a masked frame (it echoes it back)", async () => {
+    const url = await echoServer()
+    const echoed = await run(Effect.gen(function*() {
+      const ws = yield* Client.connect(url, { compression: false })
+      yield* ws.subscribe("news")
+      const result = yield* ws.publish("news", "extra", { self: true })
+      return { result, echoed: yield* ws.receive }
+    }))
+    expect(echoed.result.subscribers).toBe(1)
+    expect(echoed.echoed).toBe("extra")
+  })
+})
+
 describe("backpressure", () => {
   it("a send under \"wait\" suspends while the server does not read, and resumes when it does", async () => {
     let server: Net.Socket | undefined

@@ -244,6 +244,16 @@ export class Outbox {
    */
   private flushMasked(masker: Masker, out: Array<Uint8Array | string>, first: Array<number>, n: number, total: number): void {
     const socket = this.socket
+    for (let i = 0; i < n; i++) {
+      if (first[i]! >= ENCODED) continue
+      // A published frame, encoded unmasked once for many connections: sent
+      // again as its first byte and payload, masked like our own (+4 bytes).
+      const frame = out[i] as Uint8Array
+      const length7 = frame[1]! & 0x7f
+      first[i] = frame[0]!
+      out[i] = frame.subarray(length7 < 126 ? 2 : length7 === 126 ? 4 : 10)
+      total += 4
+    }
     if (total <= SCRATCH_SIZE) {
       const buffer = scratch
       let at = 0 // where the next header or payload goes in `buffer`
