@@ -34,6 +34,7 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import * as Http2Stream from "./http2Stream.ts"
 import * as Metrics from "./metrics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
@@ -155,7 +156,9 @@ export const upgrade = (
 ): void => {
   const { settings, state } = engine
   const started = engine.instruments !== undefined ? performance.now() : 0
-  const remote = socket as Remote
+  // An HTTP/2 stream (RFC 8441) is answered with headers on the stream, not bytes.
+  const stream = Http2Stream.isStream(socket) ? socket : undefined
+  const remote: Remote = stream !== undefined ? Http2Stream.remoteOf(stream) : socket as Remote
   const span = engine.tracing.start("websock.upgrade", {
     // Under an HTTP server's request span, that span is the server's.
     kind: parent === undefined ? "server" : "internal",
@@ -168,8 +171,11 @@ export const upgrade = (
     rejectAndEnd(engine, socket, status, reason, headers)
   }
   if (state.shuttingDown) return refuse(503, "server shutting down")
-  const decision = Handshake.validateUpgrade(request)
+  const overHttp1 = stream === undefined ? Handshake.validateUpgrade(request) : undefined
+  const decision = overHttp1 ?? Http2Stream.validateConnect(request)
   if (decision._tag === "Reject") return refuse(decision.status, decision.reason, decision.headers)
+  // RFC 6455 §4.2.2 (HTTP/1.1 only: RFC 8441 §5 has no Sec-WebSocket-Key).
+  const key = overHttp1?._tag === "Accept" ? overHttp1.key : ""
   const match = matched ?? settings.router.match(request.path)
   if (match === undefined) return refuse(404, "no route for this path")
   const route = match.value
@@ -188,6 +194,7 @@ export const upgrade = (
     query: request.query,
     params: match.params,
     headers: request.headers,
+    httpVersion: request.httpVersion,
     cookies: Handshake.parseCookies(request.headers.get("cookie")),
     remoteAddress: remote.remoteAddress,
     remotePort: remote.remotePort
@@ -225,7 +232,8 @@ export const upgrade = (
         Effect.annotateLogs({ path: req.path })
       ))
     }
-    socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
+    if (stream !== undefined) Http2Stream.accept(stream, { protocol, extensions, headers })
+    else socket.write(Handshake.response101({ accept: Handshake.acceptKey(key), protocol, extensions, headers }))
     const instruments = engine.instruments
     if (instruments !== undefined) {
       instruments.upgraded(101)
@@ -528,6 +536,7 @@ export const reject = (
   if (socket.destroyed) return
   socket.on("data", ignore)
   socket.resume()
+  if (Http2Stream.isStream(socket)) return Http2Stream.reject(socket, status, reason, headers)
   socket.end(Handshake.responseError(status, reason, headers))
   const timer = setTimeout(() => socket.destroy(), linger)
   timer.unref?.()
