@@ -100,6 +100,15 @@ export const isWebSocketConnect: (headers: NodeHttp2.IncomingHttpHeaders) => boo
 export const fromHeaders: (headers: NodeHttp2.IncomingHttpHeaders) => Handshake.Request | string = Http2Stream.fromHeaders
 
 /**
+ * What `validateConnect` decides: `Accept` with the offered subprotocols and
+ * extensions (no key: RFC 8441 §5), or `Reject` with the status to answer.
+ *
+ * @since 0.2.0
+ * @category handshake
+ */
+export type Connect = Http2Stream.Connect
+
+/**
  * Checks an extended CONNECT's request as RFC 8441 §5 says: the RFC 6455
  * §4.2.1 rules for Sec-WebSocket-Version (400 missing, 426 another),
  * -Protocol and -Extensions (400 malformed); no Upgrade, Connection or
@@ -108,7 +117,7 @@ export const fromHeaders: (headers: NodeHttp2.IncomingHttpHeaders) => Handshake.
  * @since 0.2.0
  * @category handshake
  */
-export const validateConnect: (request: Handshake.Request) => Http2Stream.Connect = Http2Stream.validateConnect
+export const validateConnect: (request: Handshake.Request) => Connect = Http2Stream.validateConnect
 
 /** Streams an engine has taken: a second call for one of them is ignored. */
 const taken = new WeakSet<Duplex>()
