@@ -160,6 +160,66 @@ describe("the extended CONNECT handshake (RFC 8441 §4-5)", () => {
   })
 })
 
+describe("the route over a stream", () => {
+  it("its response headers go on the 200 (repeats kept, connection-specific ones dropped: RFC 9113 §8.2.2)", async () => {
+    const server = await TestServer.startHttp2({
+      routes: {
+        "/ws": Server.route({
+          headers: () => [["Set-Cookie", "a=1"], ["Set-Cookie", "b=2"], ["Connection", "close"], ["X-Bad", "a\r\nb"], ["X-Ok", "yes"]],
+          handler: (ws) => TestServer.echo(ws)
+        })
+      }
+    })
+    try {
+      const c = await RawClient.connect(server.port, { transport: "h2" })
+      expect(c.response.headers.get("set-cookie")).toBe("a=1, b=2")
+      expect(c.response.headers.get("x-ok")).toBe("yes")
+      expect(c.response.headers.has("connection")).toBe(false)
+      expect(c.response.headers.has("x-bad")).toBe(false)
+      await closeNormally(c)
+    } finally {
+      await server.close()
+    }
+  })
+
+  it("an upgrade decision runs first; frames sent before the 200 are held for the connection", async () => {
+    const server = await TestServer.startHttp2({
+      routes: {
+        "/ws": Server.route({
+          upgrade: (request) => Effect.andThen(Effect.yieldNow, Effect.succeed(request.query.get("user") ?? "anonymous")),
+          handler: (ws, user) => Effect.andThen(ws.send(`hello ${user}`), TestServer.echo(ws))
+        })
+      }
+    })
+    try {
+      const [header, payload] = Frame.encode(Text, Buffer.from("sent with the CONNECT"), { mask: Uint8Array.of(1, 2, 3, 4) })
+      const first = Buffer.concat([header, payload])
+      const c = await RawClient.connect(server.port, { transport: "h2", path: "/ws?user=ada", extra: first })
+      expect(await c.expectText()).toBe("hello ada")
+      expect(await c.expectText()).toBe("sent with the CONNECT")
+      await closeNormally(c)
+    } finally {
+      await server.close()
+    }
+  })
+
+  it("beyond maxConnections a stream is answered 503, and its session goes on", async () => {
+    const server = await TestServer.startHttp2({ maxConnections: 1 })
+    try {
+      const session = await connectSession(server.port)
+      const a = await RawClient.connect(server.port, { transport: "h2", session })
+      const b = await RawClient.request(server.port, { transport: "h2", session })
+      expect(b.response.status).toBe(503)
+      await a.sendText("still one")
+      expect(await a.expectText()).toBe("still one")
+      await closeNormally(a)
+      session.close()
+    } finally {
+      await server.close()
+    }
+  })
+})
+
 describe("frames over the stream", () => {
   it("echoes text, binary and fragmented messages, answers Pings", async () => {
     const c = await h2()
