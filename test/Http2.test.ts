@@ -315,6 +315,19 @@ describe("the stream's end", () => {
     }
   })
 
+  it("a shutdown answers a stream still waiting for its upgrade decision with 503", async () => {
+    const server = await TestServer.startHttp2({
+      routes: { "/ws": Server.route({ upgrade: (): Effect.Effect<string> => Effect.never, handler: (ws) => TestServer.echo(ws) }) }
+    })
+    const pending = RawClient.request(server.port, { transport: "h2" })
+    await until("the stream to be counted in", () => Effect.runSync(server.upgrader.connections) === 1)
+    const closing = server.close()
+    const c = await pending
+    expect(c.response.status).toBe(503)
+    expect(Buffer.from(await c.expectEnd()).toString()).toBe("server shutting down\n")
+    await closing
+  })
+
   it("a shutdown sends 1001 on every stream, then GOAWAY on the session", async () => {
     const server = NodeHttp2.createSecureServer({ cert: certificate, key })
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))

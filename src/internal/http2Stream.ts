@@ -182,7 +182,22 @@ export const accept = (stream: Stream, options: {
     base["sec-websocket-extensions"] = options.extensions
   }
   if (stream.destroyed || stream.headersSent) return
-  stream.respond(outgoing(base, options.headers, RESERVED_200))
+  respondOrDestroy(stream, outgoing(base, options.headers, RESERVED_200))
+}
+
+/**
+ * `respond`, which throws when the stream can no longer answer (its session
+ * closing or gone): the stream is destroyed instead, and the connection or
+ * the answer ends with its `close`, never with an exception in a listener.
+ */
+const respondOrDestroy = (stream: Stream, headers: NodeHttp2.OutgoingHttpHeaders): boolean => {
+  try {
+    stream.respond(headers)
+    return true
+  } catch {
+    stream.destroy()
+    return false
+  }
 }
 
 /** RST_STREAM's NO_ERROR (RFC 9113 §7). */
@@ -208,11 +223,12 @@ export const reject = (
   }
   const code = Number.isInteger(status) && status >= 200 && status <= 599 ? status : 500
   const body = new TextEncoder().encode(`${reason}\n`)
-  stream.respond(outgoing({
+  const answered = respondOrDestroy(stream, outgoing({
     ":status": code,
     "content-type": "text/plain; charset=utf-8",
     "content-length": body.length
   }, headers, RESERVED_ERROR))
+  if (!answered) return
   stream.end(body)
   // Waits for the response's last DATA frame (Node sends RST_STREAM after 'finish' for NO_ERROR).
   stream.close(NO_ERROR)
