@@ -28,13 +28,13 @@
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
 import * as DiagnosticsChannel from "node:diagnostics_channel"
-import { readFileSync } from "node:fs"
-import * as NodeHttp2 from "node:http2"
+import type * as NodeHttp2 from "node:http2"
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import * as Frame from "../../src/Frame.ts"
 import { chop as chopBytes, concat } from "../../src/testing.ts"
 import { text } from "./Bytes.ts"
+import * as Http2Session from "./Http2Session.ts"
 
 /**
  * How long any single wait lasts before failing the test.
@@ -186,58 +186,6 @@ DiagnosticsChannel.subscribe("net.server.socket", (message) => {
   })
 })
 
-/**
- * The server's side of every HTTP/2 stream opened in this process, by
- * "client port:stream id", with the bytes of DATA Node has pushed into it
- * (counted by wrapping that stream's `push`, which is all that is touched).
- */
-const acceptedStreams = new Map<string, { readonly stream: NodeHttp2.Http2Stream; pushed: number }>()
-DiagnosticsChannel.subscribe("http2.server.stream.created", (message) => {
-  const stream = (message as { readonly stream: NodeHttp2.ServerHttp2Stream }).stream
-  const key = `${stream.session?.socket?.remotePort}:${stream.id}`
-  const entry = { stream, pushed: 0 }
-  acceptedStreams.set(key, entry)
-  const push = stream.push
-  stream.push = (chunk: unknown, encoding?: BufferEncoding) => {
-    if (chunk instanceof Uint8Array) entry.pushed += chunk.length
-    return push.call(stream, chunk, encoding)
-  }
-  stream.once("close", () => {
-    if (acceptedStreams.get(key) === entry) acceptedStreams.delete(key)
-  })
-})
-
-/**
- * The test certificate's CA (itself), for HTTP/2 clients of test servers.
- *
- * @since 0.3.0
- */
-export const testCertificate = readFileSync(new URL("../fixtures/localhost.crt", import.meta.url))
-
-/**
- * Opens an HTTP/2 session to a test server on 127.0.0.1 (TLS, the test
- * certificate) and waits for its SETTINGS (an extended CONNECT needs
- * `enableConnectProtocol` from the server, RFC 8441 §3).
- *
- * @since 0.3.0
- */
-export const connectSession = (port: number, timeout = defaultTimeout): Promise<NodeHttp2.ClientHttp2Session> =>
-  new Promise((resolve, reject) => {
-    const session = NodeHttp2.connect(`https://localhost:${port}`, { ca: testCertificate, host: "127.0.0.1" })
-    const timer = setTimeout(() => {
-      session.destroy()
-      reject(new Error(`timed out after ${timeout} ms waiting for the server's HTTP/2 SETTINGS`))
-    }, timeout)
-    session.once("error", (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
-    session.once("remoteSettings", () => {
-      clearTimeout(timer)
-      resolve(session)
-    })
-  })
-
 const opcodeName = (opcode: number): string => {
   switch (opcode) {
     case 0x0:
@@ -365,36 +313,16 @@ export class RawClient {
   /** `request` over an HTTP/2 extended CONNECT stream (RFC 8441 §4). */
   private static async requestH2(port: number, options: ConnectOptions): Promise<RawClient> {
     const own = options.session === undefined
-    const session = options.session ?? await connectSession(port, options.timeout)
-    const defaults: Record<string, string> = {
-      ":method": options.method ?? "CONNECT",
-      ":protocol": "websocket",
-      ":scheme": "https",
-      ":authority": `localhost:${port}`,
-      ":path": options.path ?? "/ws",
-      "sec-websocket-version": "13"
-    }
-    const headers: Record<string, string> = {}
-    const custom = Object.fromEntries(Object.entries(options.headers ?? {}).map(([name, value]) => [name.toLowerCase(), value]))
-    for (const [name, value] of Object.entries({ ...defaults, ...custom })) if (value !== undefined) headers[name] = value
-    const stream = session.request(headers, { endStream: false })
+    const session = options.session ?? await Http2Session.connectSession(port, options.timeout)
+    const stream = session.request(Http2Session.connectHeaders(port, options), { endStream: false })
     const client = new RawClient(stream, "", options.allowRsv1 ?? false)
     if (own) {
       client.ownSession = session
       stream.once("close", () => session.close())
     }
     stream.once("response", (response) => {
-      const fields = new Map<string, string>()
-      const raw: Array<readonly [string, string]> = []
-      for (const [name, value] of Object.entries(response)) {
-        if (name.startsWith(":") || value === undefined) continue
-        const joined = Array.isArray(value) ? value.join(", ") : String(value)
-        fields.set(name, joined)
-        raw.push([name, joined])
-      }
-      const status = Number(response[":status"])
-      client.responseHead = { status, statusText: "", headers: fields, rawHeaders: raw, head: `:status ${status}\n${raw.map(([n, v]) => `${n}: ${v}`).join("\n")}` }
-      client.log.push(`response ${status}`)
+      client.responseHead = Http2Session.responseOf(response)
+      client.log.push(`response ${client.responseHead.status}`)
       client.notify()
     })
     if (options.extra !== undefined) client.rawWrite(options.extra)
@@ -524,7 +452,7 @@ export class RawClient {
       if (this.peerStream === undefined) {
         const localPort = h2.session?.socket?.localPort
         if (localPort === undefined) return undefined
-        this.peerStream = acceptedStreams.get(`${localPort}:${h2.id}`)
+        this.peerStream = Http2Session.serverStream(localPort, h2.id)
         if (this.peerStream === undefined) return undefined
       }
       return this.peerStream.pushed - this.peerStream.stream.readableLength
