@@ -439,6 +439,26 @@ describe("Http2.attach", () => {
     expect(String(exit)).toContain("unmatched")
   })
 
+  it("with unmatched: \"ignore\", a WebSocket CONNECT for another path is left to the server's own stream listener", async () => {
+    const server = NodeHttp2.createSecureServer({ cert: certificate, key })
+    server.on("stream", (stream, headers) => {
+      if (headers[":path"] === "/elsewhere") stream.respond({ ":status": 418 }, { endStream: true })
+    })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const port = (server.address() as { readonly port: number }).port
+    const scope = Scope.makeUnsafe()
+    try {
+      await Effect.runPromise(Scope.provide(Http2.attach(server, { unmatched: "ignore", routes: { "/ws": TestServer.echo } }), scope))
+      const elsewhere = await RawClient.request(port, { transport: "h2", path: "/elsewhere" })
+      expect(elsewhere.response.status).toBe(418)
+      const ours = await RawClient.connect(port, { transport: "h2" })
+      await closeNormally(ours)
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  })
+
   it("the pure checks: fromHeaders and validateConnect", () => {
     const request = Http2.fromHeaders({ ":method": "CONNECT", ":protocol": "websocket", ":scheme": "https", ":path": "/ws", ":authority": "a:1", "sec-websocket-version": "13" })
     expect(typeof request).toBe("object")
