@@ -183,7 +183,7 @@ export const make = <const Routes extends Readonly<Record<string, Server.RouteIn
  */
 export type Http2Server = NodeHttp2.Http2SecureServer | NodeHttp2.Http2Server
 
-/** RST_STREAM's NO_ERROR and Node's answer to a CONNECT nobody handles. */
+/** Node's answer to a CONNECT nobody handles (RFC 9110 §15.5.6). */
 const METHOD_NOT_ALLOWED = 405
 
 /**

@@ -8,7 +8,10 @@
  * handler inside the latter), and shuts the connections down.
  * `Server.make` feeds it from a `node:net` server of its own (its own head
  * reader); `Upgrade` from the `upgrade` event of the user's `node:http` or
- * `node:https` server (Node's parser). The socket is any `Duplex`.
+ * `node:https` server (Node's parser); `Http2` from the extended CONNECT
+ * streams of the user's `node:http2` server (RFC 8441: the stream is
+ * answered with headers, `:status 200` or an error, instead of bytes). The
+ * socket is any `Duplex`.
  *
  * No fiber exists for a connection until it is upgraded, except the route's
  * upgrade decision when it has one: a connection's fiber is its handler's.
@@ -176,6 +179,8 @@ export const upgrade = (
   if (decision._tag === "Reject") return refuse(decision.status, decision.reason, decision.headers)
   // RFC 6455 §4.2.2 (HTTP/1.1 only: RFC 8441 §5 has no Sec-WebSocket-Key).
   const key = overHttp1?._tag === "Accept" ? overHttp1.key : ""
+  // The status of a success: 101 (RFC 6455 §4.2.2), 200 on a stream (RFC 8441 §5).
+  const acceptedStatus = stream !== undefined ? 200 : 101
   const match = matched ?? settings.router.match(request.path)
   if (match === undefined) return refuse(404, "no route for this path")
   const route = match.value
@@ -236,13 +241,13 @@ export const upgrade = (
     else socket.write(Handshake.response101({ accept: Handshake.acceptKey(key), protocol, extensions, headers }))
     const instruments = engine.instruments
     if (instruments !== undefined) {
-      instruments.upgraded(101)
+      instruments.upgraded(acceptedStatus)
       instruments.accepted++
       instruments.handshake.observe((performance.now() - started) / 1000)
     }
     if (protocol !== undefined) span.attribute("websocket.subprotocol", protocol)
     if (extensions !== undefined) span.attribute("websocket.extensions", extensions)
-    endUpgrade(engine, span, 101)
+    endUpgrade(engine, span, acceptedStatus)
     run(engine, socket, { route, req, accepted, protocol, extensions, negotiated, span }, rest)
   }
   if (route.upgrade === undefined) return accept(undefined, rest)
