@@ -6,8 +6,11 @@
  * shutdown (1001 on every stream, then GOAWAY), HTTP/1.1 upgrades on the
  * same port, and 50 WebSockets on one session, one of which never reads.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Metric from "effect/Metric"
+import * as References from "effect/References"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { Buffer } from "node:buffer"
@@ -453,6 +456,33 @@ describe("Http2.attach", () => {
       expect(elsewhere.response.status).toBe(418)
       const ours = await RawClient.connect(port, { transport: "h2" })
       await closeNormally(ours)
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  })
+
+  it("counts a stream's upgrade under the status it got: 200 (RFC 8441 §5), or the error", async () => {
+    const server = NodeHttp2.createSecureServer({ cert: certificate, key })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const port = (server.address() as { readonly port: number }).port
+    const registry: Metric.MetricRegistry = new Map()
+    const scope = Scope.makeUnsafe()
+    try {
+      await Effect.runPromise(Http2.attach(server, { routes: { "/ws": TestServer.echo } }).pipe(
+        Scope.provide(scope),
+        Effect.provideService(Metric.MetricRegistry, registry),
+        Effect.provideService(References.MinimumLogLevel, "None")
+      ))
+      const c = await RawClient.connect(port, { transport: "h2" })
+      const d = await RawClient.request(port, { transport: "h2", path: "/nowhere" })
+      expect(d.response.status).toBe(404)
+      const upgrades = (status: string) =>
+        Metric.snapshotUnsafe(Context.make(Metric.MetricRegistry, registry))
+          .filter((m) => m.id === "websock.upgrades" && (m.attributes as Record<string, string> | undefined)?.["http.response.status_code"] === status)
+          .reduce((sum, m) => sum + Number((m.state as { count?: number }).count ?? 0), 0)
+      expect([upgrades("200"), upgrades("404"), upgrades("101")]).toEqual([1, 1, 0])
+      await closeNormally(c)
     } finally {
       await Effect.runPromise(Scope.close(scope, Exit.void))
       await new Promise<void>((resolve) => server.close(() => resolve()))
