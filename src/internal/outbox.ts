@@ -26,6 +26,9 @@ const SCRATCH_SIZE = 65536
  */
 let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
+/** Below this many bytes left, a scratch buffer a socket holds on to is replaced rather than shared further. */
+const SCRATCH_REST = 4096
+
 const EMPTY = new Uint8Array(0)
 
 /** A data frame with this first header byte goes out: counted, unless deflated (RSV1, RFC 7692 §6), which is counted before deflate. */
@@ -173,6 +176,8 @@ export class Outbox {
     const socket = this.socket
     if (socket.destroyed || socket.writableEnded) return
     if (total <= SCRATCH_SIZE) {
+      // What is left of the scratch buffer may be too short for this flush.
+      if (total > scratch.length) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
       const buffer = scratch
       let at = 0 // where the next header or payload goes in `buffer`
       for (let i = 0; i < n; i++) {
@@ -197,8 +202,11 @@ export class Outbox {
       }
       socket.write(buffer.subarray(0, at))
       // Written synchronously, the kernel has the bytes and the buffer is free
-      // again; otherwise the socket holds it until it is written.
-      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+      // again; otherwise the socket holds its first `at` bytes until they are
+      // written (always, on an HTTP/2 stream or a TLS socket): the next
+      // flushes encode into the rest, so that small flushes share one
+      // allocation instead of taking 64 KiB each.
+      if (socket.writableLength > 0) scratch = buffer.length - at >= SCRATCH_REST ? buffer.subarray(at) : Buffer.allocUnsafeSlow(SCRATCH_SIZE)
     } else {
       socket.cork()
       for (let i = 0; i < n; i++) {
