@@ -531,11 +531,12 @@ static void fan_delivery(int i, uint64_t now) {
     return;
   }
   if (settled) {
-    if (seq <= c->last_seq) m_out_of_order++;
-    else {
-      m_gaps += seq - c->last_seq - 1;
-      c->last_seq = seq;
+    if (seq <= c->last_seq) { /* a repeat or a step back: not a delivery */
+      m_out_of_order++;
+      return;
     }
+    m_gaps += seq - c->last_seq - 1;
+    c->last_seq = seq;
   }
   pub_t *s = &ring[seq % RING];
   if (!s->live || s->seq != seq) { /* after its deadline */

@@ -14,7 +14,7 @@
  *   BENCH_WARMUP=2        warm-up seconds before measuring
  *   BENCH_SCENARIOS=A,B   subset of A-J (G-J: fan-out, only for the servers with a fan-out peer)
  *   BENCH_SERVERS=ws,raw  subset of websock, websock-no-metrics, raw, minimal, ws, ws-bufferutil, effect,
- *                         effect-http-websock, effect-http-ws, bun
+ *                         effect-http-websock, effect-http-ws, bun, websock-loop (fan-out only)
  *   BENCH_IDLE_CONNS=10000  connections for scenario F (2000 with BENCH_DEFLATE=1)
  *   BENCH_HOLD=2          seconds F holds its connections before reading RSS
  *   BENCH_DEFLATE=1       offer permessage-deflate and turn it on in the peers (raw is skipped);
@@ -148,7 +148,8 @@ const allScenarios: ReadonlyArray<Scenario> = [
 interface Server {
   readonly id: string
   readonly label: string
-  readonly file: string
+  /** the echo peer (A-F); none: a fan-out-only server */
+  readonly file: string | undefined
   readonly env: Readonly<Record<string, string>>
   /** speaks permessage-deflate (the raw peers do not) */
   readonly deflate: boolean
@@ -160,7 +161,7 @@ interface Server {
   readonly bun: boolean
 }
 
-const peer = (id: string, label: string, file: string, options?: Partial<Server>): Server => ({
+const peer = (id: string, label: string, file: string | undefined, options?: Partial<Server>): Server => ({
   id,
   label,
   file,
@@ -176,6 +177,8 @@ const bunBinary = Path.join(root, "node_modules", ".bin", "bun")
 
 const allServers: ReadonlyArray<Server> = [
   peer("websock", "websock", "examples/EchoServer.ts", { fanout: "bench/peers/websock-fanout.ts" }),
+  // fan-out only: websock without topics, trySend in a loop as examples/ChatRoom.ts does (what topics must beat)
+  peer("websock-loop", "websock, trySend loop", undefined, { fanout: "bench/peers/websock-loop-fanout.ts" }),
   // the same with its metrics off: what counting costs (issue 14 allows 3% on B and C)
   peer("websock-no-metrics", "websock, metrics: false", "examples/EchoServer.ts", { env: { METRICS: "0" } }),
   // the issue's ceiling: bytes reflected unchanged, masked frames included (hence --allow-masked)
@@ -465,9 +468,9 @@ const main = async (): Promise<void> => {
   }
   // fan-out: only servers with topics, and only while their peer exists (websock's waits for the topics API)
   const runs = (scenario: Scenario, server: Server): boolean => {
-    if (!scenario.fanout) return true
-    if (config.deflate || server.fanout === undefined) return false
-    return Fs.existsSync(Path.join(root, server.fanout))
+    const file = peerFile(server, scenario)
+    if (file === undefined) return false
+    return !scenario.fanout || (!config.deflate && Fs.existsSync(Path.join(root, file)))
   }
   if (scenarios.some((s) => s.fanout)) {
     if (config.deflate) notes.push("fan-out scenarios skipped: the load generator publishes uncompressed frames only")
