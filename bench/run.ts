@@ -689,7 +689,8 @@ const render = (
   if (fanouts.length > 0) {
     lines.push(
       "",
-      "### Fan-out in detail: complete publishes/s · publish to last delivery p50 / p99 (µs) · incomplete",
+      "### Fan-out in detail: complete publishes/s · publish to last delivery p50 / p99 (µs) · incomplete · " +
+        "deliveries per second of server CPU",
       "",
       header,
       rule
@@ -699,8 +700,10 @@ const render = (
         const results = get(scenario, server)?.results ?? []
         if (results.length === 0) return "-"
         const incomplete = results.reduce((sum, r) => sum + (num(r, "incomplete") || 0), 0)
+        // on a shared machine the server may not get its whole core: what one core-second of it delivers
+        const perCpu = median(results.map((r) => num(r, "deliveries_per_s") / (num(r, "cpu_server_pct") / 100)))
         return `${fmt(med(scenario, server, "publishes_per_s"))} · ${fmtUs(med(scenario, server, "last_p50_us"))} / ` +
-          `${fmtUs(med(scenario, server, "last_p99_us"))} · ${fmt(incomplete)}`
+          `${fmtUs(med(scenario, server, "last_p99_us"))} · ${fmt(incomplete)} · ${fmt(perCpu)}`
       })
       lines.push(`| ${scenario.id} | ${row.join(" | ")} |`)
     }
