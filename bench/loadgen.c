@@ -1228,12 +1228,12 @@ int main(int argc, char **argv) {
     printf(",\"subscribers\":%d,\"deliveries_per_s\":%.1f,\"publishes_per_s\":%.1f,\"published\":%llu,"
            "\"incomplete\":%llu,\"in_flight_end\":%u,\"late\":%llu,\"stale\":%llu,\"to_publisher\":%llu,"
            "\"out_of_order\":%llu,\"gaps\":%llu,\"last_p50_us\":%.2f,\"last_p99_us\":%.2f,\"last_p999_us\":%.2f,"
-           "\"last_max_us\":%.2f,\"settle_s\":%.3f",
+           "\"last_max_us\":%.2f,\"handshake_s\":%.3f,\"settle_s\":%.3f",
            o_conns - 1, secs > 0 ? (double)m_msgs / secs : 0.0, secs > 0 ? (double)m_published / secs : 0.0,
            (unsigned long long)m_published, (unsigned long long)m_incomplete, in_flight, (unsigned long long)m_late,
            (unsigned long long)m_stale, (unsigned long long)m_to_pub, (unsigned long long)m_out_of_order,
            (unsigned long long)m_gaps, hist_pct(&lat_last, 0.50) / 1e3, hist_pct(&lat_last, 0.99) / 1e3,
-           hist_pct(&lat_last, 0.999) / 1e3, (double)lat_last.max / 1e3, settle_secs);
+           hist_pct(&lat_last, 0.999) / 1e3, (double)lat_last.max / 1e3, hs_secs, settle_secs);
   if (o_pid)
     printf(",\"pid\":%d,\"cpu_server_pct\":%.1f,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld", o_pid, cpu_srv, rss0,
            rss_end);
