@@ -1,8 +1,10 @@
 /**
  * `npm run bench`: builds the load generator (bench/loadgen.c), then starts
- * each echo server in turn on this Node binary, pinned to one core, drives it
- * from the other core with the load generator, and prints medians and ratios
- * to ws (pure JS) as markdown. Raw results go to bench/out/ as JSON.
+ * each echo server (A-F) or fan-out server (G-J: one publisher, 1,000 or
+ * 10,000 subscribers) in turn on this Node binary (Bun's peers on the `bun`
+ * devDependency), pinned to one core, drives it from the other core with the
+ * load generator, and prints medians and ratios to ws (pure JS) as markdown.
+ * Raw results go to bench/out/ as JSON.
  *
  * Order: for each run, for each scenario, every server one after another, so
  * that servers compared in one row were measured minutes apart, not an hour.
