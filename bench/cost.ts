@@ -6,27 +6,36 @@
  * For each scenario (B, C of bench/run.ts), each variant (metrics on, and
  * `METRICS=0`) and each repeat: a fresh `examples/EchoServer.ts` under
  * `valgrind --tool=callgrind`; this process opens the scenario's connections
- * (plain sockets, its own minimal client, outside valgrind) and runs three
- * phases, each a fixed number of echoes per connection with the scenario's
- * depth in flight:
+ * (plain sockets, its own minimal client, outside valgrind) and runs phases
+ * of a fixed number of echoes per connection, the scenario's depth in flight:
  *
- *   1. warm-up (`COST_WARMUP` per connection: the JIT's tiers, socket buffers),
- *      then `callgrind_control -z` zeroes the counters;
- *   2. `COST_MESSAGES` per connection, then `callgrind_control -d` dumps part 1;
- *   3. 3 x `COST_MESSAGES` per connection, then a dump of part 2.
+ *   1. warm-up: `COST_WARMUP` echoes per connection, more until every
+ *      connection has answered the server's first keepalive Ping (30 s after
+ *      it opened; its code paths compiled), then `COST_WARMUP` again (the
+ *      JIT's tiers, socket buffers); then `callgrind_control -z` zeroes the
+ *      counters;
+ *   2. a base part of `COST_BASE` echoes per connection, dumped
+ *      (`callgrind_control -d`);
+ *   3. `COST_PARTS` parts of `COST_MESSAGES` echoes per connection, each dumped.
  *
- * Instructions per message = (part 2 - part 1) / (2 x COST_MESSAGES x conns):
- * what the phases share (waking up, the control commands, timers while idle)
- * cancels out. Every thread of the process is counted (V8's compiler and GC
- * helpers included). The callgrind files stay in bench/out/callgrind/ for
+ * Instructions per message, from each part = (part - base) /
+ * ((COST_MESSAGES - COST_BASE) x conns): what every part shares (waking up,
+ * the control commands, timers while idle) cancels out. The figure is the
+ * median of the parts, so that a one-off (a major GC, a deoptimization) in
+ * one part does not move it. Every thread of the process is counted (V8's
+ * GC helpers included); the optimizing compilers' background jobs (Turbofan,
+ * Maglev: warm-up, landing in a part whenever V8 re-optimizes) are left out
+ * of the main figure. The callgrind files stay in bench/out/callgrind/ for
  * `callgrind_annotate`.
  *
  * Environment (all optional):
  *   COST_SCENARIOS=B,C   subset of B, C
  *   COST_VARIANTS=on,off subset of on (metrics on), off (METRICS=0)
  *   COST_REPEATS=2       fresh servers per (scenario, variant)
- *   COST_MESSAGES=300    echoes per connection in phase 2 (phase 3: three times as many)
- *   COST_WARMUP=600      echoes per connection before counting starts
+ *   COST_MESSAGES=400    echoes per connection in each part
+ *   COST_PARTS=5         parts (the figure is their median)
+ *   COST_BASE=20         echoes per connection in the base part
+ *   COST_WARMUP=1000     echoes per connection in each warm-up round
  *   COST_NODE_FLAGS=     flags for the server's node, e.g. --perf-basic-prof (names for JIT code)
  *
  * It is a benchmark, not a test: nothing here runs in CI.
@@ -76,11 +85,15 @@ const config = {
   scenarios: envList("COST_SCENARIOS", scenarios.map((s) => s.id)),
   variants: envList("COST_VARIANTS", ["on", "off"]),
   repeats: envCount("COST_REPEATS", 2),
-  messages: envCount("COST_MESSAGES", 300),
-  warmup: envCount("COST_WARMUP", 600),
+  messages: envCount("COST_MESSAGES", 400),
+  parts: envCount("COST_PARTS", 5),
+  base: envCount("COST_BASE", 20),
+  warmup: envCount("COST_WARMUP", 1000),
   /** e.g. `--perf-basic-prof`: /tmp/perf-PID.map then names the JIT code callgrind shows as addresses */
   nodeFlags: (process.env.COST_NODE_FLAGS ?? "").split(" ").filter((s) => s !== "")
 }
+
+if (config.base >= config.messages) throw new Error(`COST_BASE (${config.base}) must be below COST_MESSAGES (${config.messages})`)
 
 // ------------------------------------------------------------------ processes
 
@@ -301,15 +314,25 @@ interface Measurement {
   readonly scenario: string
   readonly variant: string
   readonly repeat: number
-  readonly part1: number
-  readonly part2: number
-  /** Of each part, inside the optimizing compilers' background jobs. */
-  readonly compile1: number
-  readonly compile2: number
+  /** Instructions of the base part and of each equal part (all threads). */
+  readonly base: number
+  readonly parts: ReadonlyArray<number>
+  /** Of the base and of each part, inside the optimizing compilers' background jobs. */
+  readonly baseCompile: number
+  readonly partsCompile: ReadonlyArray<number>
+  /** Per message, from each part, without the compilers' jobs and with them. */
+  readonly perPart: ReadonlyArray<number>
+  readonly perPartAll: ReadonlyArray<number>
+  /** Their medians. */
   readonly perMessage: number
-  /** The same without the compilers' background jobs. */
-  readonly perMessageRun: number
+  readonly perMessageAll: number
   readonly seconds: number
+}
+
+const median = (xs: ReadonlyArray<number>): number => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 
 const measure = async (scenario: Scenario, variant: string, repeat: number): Promise<Measurement> => {
@@ -346,19 +369,40 @@ const measure = async (scenario: Scenario, variant: string, repeat: number): Pro
     await phase(config.warmup)
     control("-z", pid)
     const started = Date.now()
-    await phase(config.messages)
-    control("-d", pid)
-    const part1 = await awaitPart(`${out}.1`)
-    await phase(3 * config.messages)
-    control("-d", pid)
-    const part2 = await awaitPart(`${out}.2`)
+    let dumps = 0 // parts dumped so far
+    const part = async (count: number): Promise<string> => {
+      await phase(count)
+      control("-d", pid)
+      const file = `${out}.${++dumps}`
+      await awaitPart(file)
+      return file
+    }
+    const baseFile = await part(config.base)
+    const partFiles: Array<string> = []
+    for (let k = 0; k < config.parts; k++) partFiles.push(await part(config.messages))
     const seconds = (Date.now() - started) / 1000
-    const compile1 = compileJobs(`${out}.1`)
-    const compile2 = compileJobs(`${out}.2`)
-    const messages = 2 * config.messages * scenario.conns
-    const perMessage = (part2 - part1) / messages
-    const perMessageRun = (part2 - compile2 - (part1 - compile1)) / messages
-    return { scenario: scenario.id, variant, repeat, part1, part2, compile1, compile2, perMessage, perMessageRun, seconds }
+    const base = totals(baseFile)
+    const baseCompile = compileJobs(baseFile)
+    const parts = partFiles.map(totals)
+    const partsCompile = partFiles.map(compileJobs)
+    // What a part shares with the base (waking up, the control commands, timers) cancels out.
+    const messages = (config.messages - config.base) * scenario.conns
+    const perPartAll = parts.map((p) => (p - base) / messages)
+    const perPart = parts.map((p, k) => (p - partsCompile[k]! - (base - baseCompile)) / messages)
+    return {
+      scenario: scenario.id,
+      variant,
+      repeat,
+      base,
+      parts,
+      baseCompile,
+      partsCompile,
+      perPart,
+      perPartAll,
+      perMessage: median(perPart),
+      perMessageAll: median(perPartAll),
+      seconds
+    }
   } finally {
     child.kill("SIGTERM")
     const killer = setTimeout(() => child.kill("SIGKILL"), 30_000)
@@ -384,8 +428,8 @@ const main = async (): Promise<void> => {
         const m = await measure(scenario, variant, repeat)
         results.push(m)
         process.stderr.write(
-          `${scenario.id} metrics ${variant} #${repeat}: ${m.perMessageRun.toFixed(0)} instructions/message ` +
-            `(${m.perMessage.toFixed(0)} with the compilers' jobs; parts ${format(m.part1)}, ${format(m.part2)}; ` +
+          `${scenario.id} metrics ${variant} #${repeat}: ${m.perMessage.toFixed(0)} instructions/message ` +
+            `(parts: ${m.perPart.map((x) => x.toFixed(0)).join(", ")}; with the compilers' jobs ${m.perMessageAll.toFixed(0)}; ` +
             `${m.seconds.toFixed(0)} s)\n`
         )
       }
@@ -396,18 +440,18 @@ const main = async (): Promise<void> => {
   const diff = (on: ReadonlyArray<number>, off: ReadonlyArray<number>) =>
     on.length > 0 && off.length > 0 ? `${(mean(on) / mean(off) - 1) * 100 >= 0 ? "+" : ""}${((mean(on) / mean(off) - 1) * 100).toFixed(1)}%` : "-"
   const lines = [
-    `Instructions per echoed message (callgrind, all threads, the optimizing compilers' background jobs left out; ` +
-    `in parentheses with them; ${config.messages} then ${3 * config.messages} echoes per connection after warm-up; ` +
-    `one fresh server per figure):`,
+    `Instructions per echoed message (callgrind, all threads; each figure one fresh server, the median of ${config.parts} parts of ` +
+      `${config.messages} echoes per connection less a base part of ${config.base}; the optimizing compilers' background jobs ` +
+      `left out, in parentheses with them):`,
     "",
     "| scenario | metrics on | metrics off | on vs off |",
     "|---|---:|---:|---:|"
   ]
   for (const scenario of picked) {
-    const of = (variant: string, key: "perMessage" | "perMessageRun") =>
+    const of = (variant: string, key: "perMessage" | "perMessageAll") =>
       results.filter((r) => r.scenario === scenario.id && r.variant === variant).map((r) => r[key])
-    const run = (variant: string) => of(variant, "perMessageRun")
-    const all = (variant: string) => of(variant, "perMessage")
+    const run = (variant: string) => of(variant, "perMessage")
+    const all = (variant: string) => of(variant, "perMessageAll")
     lines.push(
       `| ${scenario.id}: ${scenario.title} | ${cell(run("on"))} (${cell(all("on"))}) | ${cell(run("off"))} (${cell(all("off"))}) | ` +
         `${diff(run("on"), run("off"))} (${diff(all("on"), all("off"))}) |`
