@@ -11,6 +11,12 @@
  * no allocation. Series with open-ended attributes (an upgrade's status, a
  * close code) are registered the first time their value is seen.
  *
+ * Per data message (the cost measured by bench/cost.ts): the type's message
+ * and byte counters, one bucket of `websock.message.size` (its index from
+ * `Math.clz32`, the bounds being powers of 4) and its min and max, all done
+ * inline in `Tally`; the histogram's count and sum are the counters' totals,
+ * added when a snapshot is taken.
+ *
  * With `metrics: false` no `Instruments` exists and the hot path pays one
  * `undefined` check.
  *
@@ -83,6 +89,39 @@ class Buckets {
   }
 }
 
+/** The number of `SIZE_BOUNDARIES`' buckets, the last one above them all. */
+const SIZE_BUCKETS = SIZE_BOUNDARIES.length + 1
+
+/**
+ * The bucket of a message of `size` bytes: the first of `SIZE_BOUNDARIES`
+ * (64 * 4^i) that holds it, or the last bucket above 16 MiB. For 64 < size
+ * <= 2^24, `32 - clz32(size - 1)` is ceil(log2(size)), and 64 * 4^i >= size
+ * from i = ceil((ceil(log2(size)) - 6) / 2) on.
+ */
+export const sizeBucket = (size: number): number =>
+  size <= 64 ? 0 : size > 16777216 ? SIZE_BUCKETS - 1 : (27 - Math.clz32(size - 1)) >> 1
+
+/**
+ * `websock.message.size` for one direction: the bucket counts and the
+ * extremes; the count and sum are the message and byte counters' (every
+ * message counted is observed, see `Tally`).
+ */
+class SizeBuckets {
+  readonly counts = new Uint32Array(SIZE_BUCKETS)
+  min = Number.MAX_VALUE
+  max = -Number.MAX_VALUE
+
+  state(count: number, sum: number): Metric.HistogramState {
+    const buckets: Array<[number, number]> = []
+    let cumulated = 0 // observations at or below this bound
+    for (let i = 0; i < SIZE_BOUNDARIES.length; i++) {
+      cumulated += this.counts[i]!
+      buckets.push([SIZE_BOUNDARIES[i]!, cumulated])
+    }
+    return { buckets, count, min: this.min, max: this.max, sum }
+  }
+}
+
 /** A counter's value, for series registered on first use. */
 interface Cell {
   count: number
@@ -127,8 +166,8 @@ export class Instruments {
   pauses = 0
   readonly handshake = new Buckets(DURATION_BOUNDARIES)
   readonly sendWait = new Buckets(DURATION_BOUNDARIES)
-  readonly sizeReceived = new Buckets(SIZE_BOUNDARIES)
-  readonly sizeSent = new Buckets(SIZE_BOUNDARIES)
+  readonly sizeReceived = new SizeBuckets()
+  readonly sizeSent = new SizeBuckets()
   /** Upgrades answered, by status. */
   private readonly statuses = new Map<number, Cell>()
   /** Closes, by `code/initiator`. */
@@ -145,11 +184,17 @@ export class Instruments {
         context,
         reading(() => counterState(get()))
       )
-    const histogram = (name: string, description: string, attributes: Record<string, string> | undefined, buckets: Buckets, bounds: ReadonlyArray<number>) =>
+    const histogram = (
+      name: string,
+      description: string,
+      attributes: Record<string, string> | undefined,
+      bounds: ReadonlyArray<number>,
+      state: () => Metric.HistogramState
+    ) =>
       Metric.registerUnsafe(
         Metric.histogram(name, { description, attributes: unit(description, attributes), boundaries: bounds }),
         context,
-        reading(() => buckets.state())
+        reading(state)
       )
     const text = { "websocket.message.type": "text" }
     const binary = { "websocket.message.type": "binary" }
@@ -157,7 +202,7 @@ export class Instruments {
     const transmit = { "network.io.direction": "transmit" }
     gauge(names.connectionsOpen, "Upgraded connections whose socket is open ({connection})", () => this.open)
     counter(names.connectionsAccepted, "Upgrades answered 101 ({connection})", undefined, () => this.accepted)
-    histogram(names.handshakeDuration, "From the request head to the 101 answer, the route's upgrade decision included (s)", undefined, this.handshake, DURATION_BOUNDARIES)
+    histogram(names.handshakeDuration, "From the request head to the 101 answer, the route's upgrade decision included (s)", undefined, DURATION_BOUNDARIES, () => this.handshake.state())
     counter(names.messagesReceived, "Data messages received ({message})", text, () => this.textReceived)
     counter(names.messagesReceived, "Data messages received ({message})", binary, () => this.binaryReceived)
     counter(names.messagesSent, "Data messages sent ({message})", text, () => this.textSent)
@@ -166,14 +211,16 @@ export class Instruments {
     counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", binary, () => this.binaryBytesReceived)
     counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", text, () => this.textBytesSent)
     counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", binary, () => this.binaryBytesSent)
-    histogram(names.messageSize, "Payload size of each data message, inflated (By)", receive, this.sizeReceived, SIZE_BOUNDARIES)
-    histogram(names.messageSize, "Payload size of each data message, inflated (By)", transmit, this.sizeSent, SIZE_BOUNDARIES)
+    histogram(names.messageSize, "Payload size of each data message, inflated (By)", receive, SIZE_BOUNDARIES, () =>
+      this.sizeReceived.state(this.textReceived + this.binaryReceived, this.textBytesReceived + this.binaryBytesReceived))
+    histogram(names.messageSize, "Payload size of each data message, inflated (By)", transmit, SIZE_BOUNDARIES, () =>
+      this.sizeSent.state(this.textSent + this.binarySent, this.textBytesSent + this.binaryBytesSent))
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", receive, () => this.originalReceived)
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", transmit, () => this.originalSent)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", receive, () => this.compressedReceived)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", transmit, () => this.compressedSent)
     counter(names.messagesDropped, "Messages discarded by the \"drop\" overflow policy ({message})", undefined, () => this.dropped)
-    histogram(names.sendWaitDuration, "Time a send waited for the outbound buffer to drain (s)", undefined, this.sendWait, DURATION_BOUNDARIES)
+    histogram(names.sendWaitDuration, "Time a send waited for the outbound buffer to drain (s)", undefined, DURATION_BOUNDARIES, () => this.sendWait.state())
     counter(names.socketPauses, "Times a socket stopped being read because its handler had not taken inboxHighWaterMark messages ({pause})", undefined, () => this.pauses)
   }
 
@@ -215,28 +262,6 @@ export class Instruments {
     }
     cell.count++
   }
-
-  received(text: boolean, size: number): void {
-    if (text) {
-      this.textReceived++
-      this.textBytesReceived += size
-    } else {
-      this.binaryReceived++
-      this.binaryBytesReceived += size
-    }
-    this.sizeReceived.observe(size)
-  }
-
-  sent(text: boolean, size: number): void {
-    if (text) {
-      this.textSent++
-      this.textBytesSent += size
-    } else {
-      this.binarySent++
-      this.binaryBytesSent += size
-    }
-    this.sizeSent.observe(size)
-  }
 }
 
 /**
@@ -276,17 +301,45 @@ export class Tally {
     this.instruments = instruments
   }
 
-  /** A data message handed to the handler (its payload inflated). */
+  /**
+   * A data message handed to the handler (its payload inflated). Written out
+   * in full rather than through `Instruments` methods: it runs for every
+   * message, and bench/cost.ts counts what it costs.
+   */
   received(text: boolean, size: number): void {
     this.messagesReceived++
     this.bytesReceived += size
-    this.instruments?.received(text, size)
+    const m = this.instruments
+    if (m === undefined) return
+    if (text) {
+      m.textReceived++
+      m.textBytesReceived += size
+    } else {
+      m.binaryReceived++
+      m.binaryBytesReceived += size
+    }
+    const h = m.sizeReceived
+    h.counts[sizeBucket(size)]!++
+    if (size < h.min) h.min = size
+    if (size > h.max) h.max = size
   }
 
   /** A data message handed to the socket (`size`: before deflate). */
   sent(text: boolean, size: number): void {
     this.messagesSent++
     this.bytesSent += size
-    this.instruments?.sent(text, size)
+    const m = this.instruments
+    if (m === undefined) return
+    if (text) {
+      m.textSent++
+      m.textBytesSent += size
+    } else {
+      m.binarySent++
+      m.binaryBytesSent += size
+    }
+    const h = m.sizeSent
+    h.counts[sizeBucket(size)]!++
+    if (size < h.min) h.min = size
+    if (size > h.max) h.max = size
   }
 }
