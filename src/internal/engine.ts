@@ -438,6 +438,7 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
         instruments.open--
         instruments.closed(outcome.code, outcome.initiator)
       }
+      d.tally.end()
       endAttributes(span, outcome, d.tally)
       const detail = outcome.detail
       if (detail !== undefined && CloseReason.isViolation(detail)) {

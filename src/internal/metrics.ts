@@ -145,6 +145,17 @@ const noop = (): void => {}
 /** The hooks of a series whose state `get` reads. */
 const reading = <S>(get: () => S): Metric.Metric.Hooks<number, S> => ({ get, update: noop, modify: noop })
 
+/** The message and byte counts a `Tally` and the `Instruments` both keep. */
+type TallyField =
+  | "textReceived"
+  | "textBytesReceived"
+  | "binaryReceived"
+  | "binaryBytesReceived"
+  | "textSent"
+  | "textBytesSent"
+  | "binarySent"
+  | "binaryBytesSent"
+
 /** The metrics of every server reporting into one registry. */
 export class Instruments {
   /** Upgraded connections whose socket has not closed yet. */
@@ -172,6 +183,8 @@ export class Instruments {
   private readonly statuses = new Map<number, Cell>()
   /** Closes, by `code/initiator`. */
   private readonly closeCells = new Map<string, Cell>()
+  /** The tallies of the open connections: the message and byte counters add them to the closed ones' totals above. */
+  readonly live = new Set<Tally>()
   private readonly context: Context.Context<never>
 
   constructor(context: Context.Context<never>) {
@@ -203,18 +216,26 @@ export class Instruments {
     gauge(names.connectionsOpen, "Upgraded connections whose socket is open ({connection})", () => this.open)
     counter(names.connectionsAccepted, "Upgrades answered 101 ({connection})", undefined, () => this.accepted)
     histogram(names.handshakeDuration, "From the request head to the 101 answer, the route's upgrade decision included (s)", undefined, DURATION_BOUNDARIES, () => this.handshake.state())
-    counter(names.messagesReceived, "Data messages received ({message})", text, () => this.textReceived)
-    counter(names.messagesReceived, "Data messages received ({message})", binary, () => this.binaryReceived)
-    counter(names.messagesSent, "Data messages sent ({message})", text, () => this.textSent)
-    counter(names.messagesSent, "Data messages sent ({message})", binary, () => this.binarySent)
-    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", text, () => this.textBytesReceived)
-    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", binary, () => this.binaryBytesReceived)
-    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", text, () => this.textBytesSent)
-    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", binary, () => this.binaryBytesSent)
+    /** A message or byte counter: the closed connections' total and the open ones' tallies. */
+    const total = (field: TallyField) => () => {
+      let sum = this[field]
+      for (const tally of this.live) sum += tally[field]
+      return sum
+    }
+    counter(names.messagesReceived, "Data messages received ({message})", text, total("textReceived"))
+    counter(names.messagesReceived, "Data messages received ({message})", binary, total("binaryReceived"))
+    counter(names.messagesSent, "Data messages sent ({message})", text, total("textSent"))
+    counter(names.messagesSent, "Data messages sent ({message})", binary, total("binarySent"))
+    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", text, total("textBytesReceived"))
+    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", binary, total("binaryBytesReceived"))
+    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", text, total("textBytesSent"))
+    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", binary, total("binaryBytesSent"))
+    const received = [total("textReceived"), total("binaryReceived"), total("textBytesReceived"), total("binaryBytesReceived")] as const
+    const sent = [total("textSent"), total("binarySent"), total("textBytesSent"), total("binaryBytesSent")] as const
     histogram(names.messageSize, "Payload size of each data message, inflated (By)", receive, SIZE_BOUNDARIES, () =>
-      this.sizeReceived.state(this.textReceived + this.binaryReceived, this.textBytesReceived + this.binaryBytesReceived))
+      this.sizeReceived.state(received[0]() + received[1](), received[2]() + received[3]()))
     histogram(names.messageSize, "Payload size of each data message, inflated (By)", transmit, SIZE_BOUNDARIES, () =>
-      this.sizeSent.state(this.textSent + this.binarySent, this.textBytesSent + this.binaryBytesSent))
+      this.sizeSent.state(sent[0]() + sent[1](), sent[2]() + sent[3]()))
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", receive, () => this.originalReceived)
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", transmit, () => this.originalSent)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", receive, () => this.compressedReceived)
@@ -287,37 +308,57 @@ export const instruments = (context: Context.Context<never>): Instruments => {
 }
 
 /**
- * What one connection sent and received (for its span), and the server's
- * instruments when metrics are on.
+ * What one connection sent and received, by message type: for its span, and
+ * for the server's message and byte counters, which add up the tallies of
+ * the open connections when a snapshot is taken (and keep the totals of the
+ * closed ones), so that counting a message costs the same two additions
+ * whether metrics are on or off. With metrics on, the message is also
+ * placed in its `websock.message.size` bucket.
  */
 export class Tally {
-  messagesReceived = 0
-  bytesReceived = 0
-  messagesSent = 0
-  bytesSent = 0
+  textReceived = 0
+  textBytesReceived = 0
+  binaryReceived = 0
+  binaryBytesReceived = 0
+  textSent = 0
+  textBytesSent = 0
+  binarySent = 0
+  binaryBytesSent = 0
   readonly instruments: Instruments | undefined
 
   constructor(instruments: Instruments | undefined) {
     this.instruments = instruments
+    instruments?.live.add(this)
+  }
+
+  get messagesReceived(): number {
+    return this.textReceived + this.binaryReceived
+  }
+  get bytesReceived(): number {
+    return this.textBytesReceived + this.binaryBytesReceived
+  }
+  get messagesSent(): number {
+    return this.textSent + this.binarySent
+  }
+  get bytesSent(): number {
+    return this.textBytesSent + this.binaryBytesSent
   }
 
   /**
    * A data message handed to the handler (its payload inflated). Written out
-   * in full rather than through `Instruments` methods: it runs for every
-   * message, and bench/cost.ts counts what it costs.
+   * in full: it runs for every message, and bench/cost.ts counts what it
+   * costs.
    */
   received(text: boolean, size: number): void {
-    this.messagesReceived++
-    this.bytesReceived += size
+    if (text) {
+      this.textReceived++
+      this.textBytesReceived += size
+    } else {
+      this.binaryReceived++
+      this.binaryBytesReceived += size
+    }
     const m = this.instruments
     if (m === undefined) return
-    if (text) {
-      m.textReceived++
-      m.textBytesReceived += size
-    } else {
-      m.binaryReceived++
-      m.binaryBytesReceived += size
-    }
     const h = m.sizeReceived
     h.counts[sizeBucket(size)]!++
     if (size < h.min) h.min = size
@@ -326,20 +367,32 @@ export class Tally {
 
   /** A data message handed to the socket (`size`: before deflate). */
   sent(text: boolean, size: number): void {
-    this.messagesSent++
-    this.bytesSent += size
+    if (text) {
+      this.textSent++
+      this.textBytesSent += size
+    } else {
+      this.binarySent++
+      this.binaryBytesSent += size
+    }
     const m = this.instruments
     if (m === undefined) return
-    if (text) {
-      m.textSent++
-      m.textBytesSent += size
-    } else {
-      m.binarySent++
-      m.binaryBytesSent += size
-    }
     const h = m.sizeSent
     h.counts[sizeBucket(size)]!++
     if (size < h.min) h.min = size
     if (size > h.max) h.max = size
+  }
+
+  /** The connection has ended: its counts join the server's totals. */
+  end(): void {
+    const m = this.instruments
+    if (m === undefined || !m.live.delete(this)) return
+    m.textReceived += this.textReceived
+    m.textBytesReceived += this.textBytesReceived
+    m.binaryReceived += this.binaryReceived
+    m.binaryBytesReceived += this.binaryBytesReceived
+    m.textSent += this.textSent
+    m.textBytesSent += this.textBytesSent
+    m.binarySent += this.binarySent
+    m.binaryBytesSent += this.binaryBytesSent
   }
 }
