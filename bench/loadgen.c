@@ -70,6 +70,8 @@ static int o_verify = 0;
 static int o_echo_once = 0;
 static int o_allow_masked = 0;
 static uint64_t o_max_write = 0; /* 0: no cap on one write */
+static int o_fanout = 0;
+static double o_fan_timeout = 5; /* seconds a publish may take before it counts as incomplete */
 
 static void usage(void) {
   fprintf(stderr,
@@ -82,7 +84,12 @@ static void usage(void) {
           "  --open-par N   handshakes in progress at once (default 128)\n"
           "  --timeout T    seconds allowed for all handshakes (default 30)\n"
           "  --allow-masked accept masked server frames (a raw TCP reflector as the ceiling);\n"
-          "                 without it they fail the connection (RFC 6455 5.1)\n");
+          "                 without it they fail the connection (RFC 6455 5.1)\n"
+          "       loadgen --fanout --port N --conns N [--size BYTES >= 8] [--depth N] [--fan-timeout T] ...\n"
+          "  --fanout       connection 0 publishes binary messages carrying a sequence number, the\n"
+          "                 other N-1 only receive; the server must forward each to all of them.\n"
+          "                 --depth publishes are in flight: the next goes out when one is complete\n"
+          "                 (every subscriber got it) or older than --fan-timeout (default 5 s)\n");
 }
 
 /* ---------------------------------------------------------------- time, cpu */
@@ -228,11 +235,14 @@ static void random_bytes(void *p, size_t n) {
 /* log-linear: values < 128 ns exact, above that 64 sub-buckets per power of two
  * (relative error < 1.6%). Index bound covers ~2^40 ns (18 minutes). */
 #define H_BUCKETS (64 * 64)
-static uint64_t hist[H_BUCKETS];
-static uint64_t hist_n;
-static uint64_t hist_max;
+typedef struct {
+  uint64_t b[H_BUCKETS];
+  uint64_t n, max;
+} hist_t;
+static hist_t lat;      /* every echo (fan-out: every delivery) */
+static hist_t lat_last; /* fan-out: publish to its last delivery */
 
-static inline void hist_add(uint64_t v) {
+static inline void hist_add(hist_t *h, uint64_t v) {
   unsigned idx;
   if (v < 128) idx = (unsigned)v;
   else {
@@ -241,18 +251,18 @@ static inline void hist_add(uint64_t v) {
     idx = (unsigned)((shift + 1) * 64 + (int)((v >> shift) - 64));
     if (idx >= H_BUCKETS) idx = H_BUCKETS - 1;
   }
-  hist[idx]++;
-  hist_n++;
-  if (v > hist_max) hist_max = v;
+  h->b[idx]++;
+  h->n++;
+  if (v > h->max) h->max = v;
 }
 
-static double hist_pct(double p) {
-  if (hist_n == 0) return 0;
-  uint64_t want = (uint64_t)(p * (double)hist_n + 0.999999);
+static double hist_pct(const hist_t *h, double p) {
+  if (h->n == 0) return 0;
+  uint64_t want = (uint64_t)(p * (double)h->n + 0.999999);
   if (want < 1) want = 1;
   uint64_t acc = 0;
   for (unsigned i = 0; i < H_BUCKETS; i++) {
-    acc += hist[i];
+    acc += h->b[i];
     if (acc >= want) {
       if (i < 128) return (double)i;
       unsigned shift = i / 64 - 1;
@@ -261,7 +271,7 @@ static double hist_pct(double p) {
       return ((double)lo + (double)hi) / 2;
     }
   }
-  return (double)hist_max;
+  return (double)h->max;
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -292,6 +302,9 @@ typedef struct {
   uint64_t frame_pos;  /* payload bytes of the current frame seen so far */
   uint64_t pay_left;   /* payload bytes of the current frame not yet seen */
   uint64_t msg_bytes;  /* payload bytes of the current message so far */
+  /* fan-out (subscribers) */
+  uint8_t seqb[8];     /* the first 8 payload bytes of the current message: its sequence number */
+  uint64_t last_seq;   /* the highest sequence number this subscriber received */
 } conn_t;
 
 static conn_t *C;
@@ -359,8 +372,14 @@ static void queue_msgs(int i, int k, uint64_t now) {
 }
 
 /* one write per connection per iteration: everything owed, from the prepared buffer */
+static void flush_publisher(void);
+
 static void flush(int i) {
   conn_t *c = &C[i];
+  if (o_fanout && i == 0) {
+    flush_publisher();
+    return;
+  }
   c->dirty = 0;
   if (c->state != S_OPEN || c->blocked || c->owed == 0) return;
   uint64_t len = c->owed;
@@ -380,8 +399,173 @@ static void flush(int i) {
   if ((uint64_t)w < len) c->blocked = 1;
 }
 
+/* ---------------------------------------------------------------- fan-out
+ *
+ * Connection 0 publishes; every other connection is a subscriber. Each publish
+ * is a binary message whose first 8 payload bytes are its sequence number
+ * (little-endian); its send time, the subscribers it must reach and how many
+ * did are kept here, in a ring indexed by sequence number, so the payload needs
+ * no timestamp. A publish is complete when every subscriber open at publish
+ * time received it; at most --depth are in flight (closed loop), and one older
+ * than --fan-timeout is given up as incomplete so that a lost delivery cannot
+ * stall the run. Each subscriber must see the sequence numbers rising by one:
+ * a repeat or step back is out_of_order, a skip counts the missed ones as gaps.
+ *
+ * Before measuring, the publisher sends a probe every 100 ms until one probe
+ * reached every subscriber: only then has the server subscribed them all
+ * (subscriptions are made after the handshake, on the server's own time).
+ * Probes still under way after that are below base_seq and ignored.
+ */
+
+#define RING (1u << 16)
+typedef struct {
+  uint64_t seq, t0;
+  uint32_t target, count;
+  uint8_t live;
+} pub_t;
+static pub_t ring[RING];
+static uint64_t next_seq = 1, oldest_seq = 1, base_seq = 1;
+static uint32_t in_flight;
+static int settled;
+static uint64_t n_frames;    /* prepared frames in sendbuf (different masks) */
+static uint8_t *pq;          /* the publisher's frames not yet written */
+static size_t pq_off, pq_len, pq_cap;
+static uint64_t m_published, m_incomplete, m_late, m_stale, m_to_pub, m_out_of_order, m_gaps;
+
+static int subscribers_open(void) { return n_open - (C[0].state == S_OPEN); }
+
+/* the publisher's one write per iteration: everything queued */
+static void flush_publisher(void) {
+  conn_t *c = &C[0];
+  c->dirty = 0;
+  if (c->state != S_OPEN || c->blocked || pq_off == pq_len) return;
+  ssize_t w = send(c->fd, pq + pq_off, pq_len - pq_off, MSG_NOSIGNAL);
+  m_writes++;
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EINTR) c->blocked = 1;
+    else conn_kill(c, "write failed");
+    return;
+  }
+  m_wbytes += (uint64_t)w;
+  pq_off += (size_t)w;
+  if (pq_off == pq_len) pq_off = pq_len = 0;
+  else c->blocked = 1; /* short write: wait for the EPOLLOUT edge */
+  c->owed = pq_len - pq_off;
+}
+
+/* queue one publish: a prepared frame with the sequence number masked into its first 8 bytes */
+static void publish(uint64_t now) {
+  uint64_t seq = next_seq++;
+  pub_t *s = &ring[seq % RING];
+  if (s->live) { /* the ring came round to a publish still open (only possible far past its deadline) */
+    in_flight--;
+    if (measuring) m_incomplete++;
+  }
+  s->seq = seq, s->t0 = now, s->count = 0, s->live = 1;
+  s->target = (uint32_t)subscribers_open();
+  in_flight++;
+  if (pq_len + frame_len > pq_cap) {
+    if (pq_off > 0) { /* compact first */
+      memmove(pq, pq + pq_off, pq_len - pq_off);
+      pq_len -= pq_off, pq_off = 0;
+    }
+    while (pq_len + frame_len > pq_cap) pq_cap = pq_cap ? 2 * pq_cap : 1u << 16;
+    pq = realloc(pq, pq_cap);
+  }
+  uint8_t *f = pq + pq_len;
+  memcpy(f, sendbuf + (seq % n_frames) * frame_len, frame_len);
+  uint64_t hl = frame_len - wire_size;
+  const uint8_t *mask = f + hl - 4;
+  for (int b = 0; b < 8; b++) f[hl + b] = (uint8_t)(seq >> (8 * b)) ^ mask[b & 3];
+  pq_len += frame_len;
+  C[0].owed = pq_len - pq_off;
+  mark_dirty(0);
+}
+
+/* one probe reached everyone: every subscription exists, start the closed loop from here */
+static void settle(void) {
+  settled = 1;
+  for (uint64_t q = oldest_seq; q < next_seq; q++) ring[q % RING].live = 0;
+  in_flight = 0;
+  base_seq = oldest_seq = next_seq;
+  for (int i = 1; i < o_conns; i++) C[i].last_seq = base_seq - 1;
+}
+
+/* once per loop iteration: give up publishes past their deadline, keep --depth in flight */
+static void pump(uint64_t now) {
+  uint64_t limit = (uint64_t)(o_fan_timeout * 1e9);
+  while (oldest_seq < next_seq) {
+    pub_t *s = &ring[oldest_seq % RING];
+    if (s->live && s->seq == oldest_seq) {
+      if (now - s->t0 < limit) break;
+      s->live = 0;
+      in_flight--;
+      if (measuring) m_incomplete++;
+    }
+    oldest_seq++;
+  }
+  if (C[0].state != S_OPEN || subscribers_open() == 0) return;
+  while (in_flight < (uint32_t)o_depth) publish(now);
+}
+
+/* a whole message arrived on connection i */
+static void fan_delivery(int i, uint64_t now) {
+  conn_t *c = &C[i];
+  c->in_msg = 0;
+  if (c->msg_op != 2) m_bad_op++;
+  if (c->msg_bytes != o_size) m_bad_len++;
+  if (i == 0) { /* the sender is excluded from its own publish */
+    m_to_pub++;
+    return;
+  }
+  if (c->msg_bytes < 8) return;
+  uint64_t seq = 0;
+  for (int b = 7; b >= 0; b--) seq = seq << 8 | c->seqb[b];
+  if (seq >= next_seq || seq == 0) {
+    m_errors++;
+    if (!first_error) first_error = "a message that was never published";
+    return;
+  }
+  if (seq < base_seq) { /* a probe from before the start */
+    m_stale++;
+    return;
+  }
+  if (settled) {
+    if (seq <= c->last_seq) { /* a repeat or a step back: not a delivery */
+      m_out_of_order++;
+      return;
+    }
+    m_gaps += seq - c->last_seq - 1;
+    c->last_seq = seq;
+  }
+  pub_t *s = &ring[seq % RING];
+  if (!s->live || s->seq != seq) { /* after its deadline */
+    m_late++;
+    return;
+  }
+  if (measuring) {
+    m_msgs++;
+    hist_add(&lat, now - s->t0);
+  }
+  if (++s->count < s->target) return;
+  if (!settled) {
+    settle();
+    return;
+  }
+  s->live = 0;
+  in_flight--;
+  if (measuring) {
+    m_published++;
+    hist_add(&lat_last, now - s->t0);
+  }
+}
+
 static void complete_msg(int i, uint64_t now) {
   conn_t *c = &C[i];
+  if (o_fanout) {
+    fan_delivery(i, now);
+    return;
+  }
   c->in_msg = 0;
   int want_op = o_binary ? 2 : 1;
   if (c->msg_op != want_op) m_bad_op++;
@@ -396,7 +580,7 @@ static void complete_msg(int i, uint64_t now) {
   c->ts_head = (c->ts_head + 1) % (uint32_t)o_depth;
   c->ts_count--;
   if (measuring) {
-    hist_add(now - t0);
+    hist_add(&lat, now - t0);
     m_msgs++;
   }
   if (sending) queue_msgs(i, 1, now);
@@ -451,12 +635,17 @@ static int on_header(int i, const uint8_t *h, uint64_t len, uint64_t now) {
   return 1;
 }
 
-/* --verify: do these echoed payload bytes match what was sent? */
+/* --verify: do these echoed payload bytes match what was sent? (fan-out: after the sequence number) */
 static int verify(const conn_t *c, const uint8_t *p, uint64_t n) {
-  if (c->msg_bytes + n > o_size) return 0;
-  if (!c->frame_masked) return memcmp(p, plain + c->msg_bytes, n) == 0;
+  uint64_t at = c->msg_bytes, fpos = c->frame_pos;
+  if (o_fanout && at < 8) {
+    uint64_t skip = 8 - at < n ? 8 - at : n;
+    p += skip, n -= skip, at += skip, fpos += skip;
+  }
+  if (at + n > o_size) return 0;
+  if (!c->frame_masked) return memcmp(p, plain + at, n) == 0;
   for (uint64_t j = 0; j < n; j++)
-    if ((p[j] ^ c->mask[(c->frame_pos + j) & 3]) != plain[c->msg_bytes + j]) return 0;
+    if ((p[j] ^ c->mask[(fpos + j) & 3]) != plain[at + j]) return 0;
   return 1;
 }
 
@@ -467,6 +656,8 @@ static void on_bytes(int i, const uint8_t *p, size_t n, uint64_t now) {
     if (c->pay_left) {
       uint64_t take = c->pay_left < n ? c->pay_left : n;
       if (!c->frame_ctrl) {
+        if (o_fanout && c->msg_bytes < 8) /* the sequence number (server frames are not masked) */
+          memcpy(c->seqb + c->msg_bytes, p, 8 - c->msg_bytes < take ? 8 - c->msg_bytes : take);
         if (o_verify && !c->msg_rsv1 && !verify(c, p, take)) m_bad_data++;
         c->msg_bytes += take;
         c->frame_pos += take;
@@ -661,7 +852,7 @@ static void on_event(int i, uint32_t ev, uint64_t now) {
     if (!(ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) return;
     on_handshake_bytes(i, now);
     if (c->state != S_OPEN) return;
-    if (sending) queue_msgs(i, o_depth, now);
+    if (sending && !o_fanout) queue_msgs(i, o_depth, now);
     /* bytes may still wait behind the response: drain them below, the edge will not come again */
     ev |= EPOLLIN | EPOLLRDHUP;
   }
@@ -731,10 +922,12 @@ static void build_frames(void) {
   unsigned hl = 2 + (wire_size < 126 ? 0 : wire_size < 65536 ? 2 : 8) + 4;
   frame_len = hl + wire_size;
   uint64_t k = (uint64_t)o_depth;
+  if (o_fanout && k < 64) k = 64; /* every publish is one frame: rotate through 64 keys */
   uint64_t cap_frames = (32ull << 20) / frame_len;
   if (cap_frames < 1) cap_frames = 1;
   if (k > cap_frames) k = cap_frames;
   period = k * frame_len;
+  n_frames = k;
   sendbuf = malloc(2 * period);
   for (uint64_t f = 0; f < k; f++) {
     uint8_t *h = sendbuf + f * frame_len;
@@ -816,6 +1009,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--verify")) o_verify = 1;
     else if (!strcmp(a, "--echo-once")) o_echo_once = 1;
     else if (!strcmp(a, "--allow-masked")) o_allow_masked = 1;
+    else if (!strcmp(a, "--fanout")) o_fanout = 1;
+    else if (!strcmp(a, "--fan-timeout")) { NEEDV; o_fan_timeout = arg_num(v, a); }
     else if (!strcmp(a, "--max-write")) { NEEDV; o_max_write = (uint64_t)arg_num(v, a); }
     else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(); return 0; }
     else { fprintf(stderr, "loadgen: unknown option %s\n", a); usage(); return 2; }
@@ -824,6 +1019,12 @@ int main(int argc, char **argv) {
     usage();
     return 2;
   }
+  if (o_fanout && (o_conns < 2 || o_size < 8 || o_depth > (int)(RING / 4) || o_deflate || o_idle || o_allow_masked)) {
+    fprintf(stderr, "loadgen: --fanout needs --conns >= 2 (a publisher and subscribers), --size >= 8, --depth <= %u,\n"
+                    "         and no --deflate, --idle or --allow-masked\n", RING / 4);
+    return 2;
+  }
+  if (o_fanout) o_binary = 1; /* a sequence number is not UTF-8 */
   memset(&addr, 0, sizeof addr);
   addr.sin_family = AF_INET;
   addr.sin_port = htons((uint16_t)o_port);
@@ -935,11 +1136,37 @@ int main(int argc, char **argv) {
 
   if (!prepare()) return 1;
 
+  uint64_t now = now_ns();
+  double settle_secs = 0;
+  if (o_fanout) { /* a probe every 100 ms until one reached every subscriber, bounded by --timeout */
+    uint64_t deadline = now + (uint64_t)(o_timeout * 1e9), last_probe = 0, t_settle = now;
+    while (!settled && now < deadline && C[0].state == S_OPEN && subscribers_open() > 0) {
+      if (last_probe == 0 || now - last_probe >= 100000000ull) {
+        publish(now);
+        last_probe = now;
+      }
+      flush_dirty();
+      int n = epoll_wait(epfd, evs, 1024, 10);
+      now = now_ns();
+      for (int k = 0; k < n; k++) on_event((int)evs[k].data.u32, evs[k].events, now);
+    }
+    settle_secs = (double)(now - t_settle) / 1e9;
+    if (!settled) {
+      fprintf(stderr, "loadgen: no probe reached all %d subscribers within --timeout\n", subscribers_open());
+      printf("{\"mode\":\"fanout\",\"conns\":%d,\"opened\":%d,\"open\":%d,\"settled\":false,\"errors\":%llu,"
+             "\"hs_fail\":%llu,\"first_error\":\"%s\"}\n",
+             o_conns, opened, n_open, (unsigned long long)m_errors + 1, (unsigned long long)m_hs_fail,
+             first_error ? first_error : "the server did not forward a probe to every subscriber");
+      return 1;
+    }
+  }
+
   /* phase 2: warm up, then measure; the loop is bounded by the clock */
   sending = 1;
-  uint64_t now = now_ns();
-  for (int i = 0; i < o_conns; i++)
-    if (C[i].state == S_OPEN) queue_msgs(i, o_depth, now);
+  if (o_fanout) pump(now);
+  else
+    for (int i = 0; i < o_conns; i++)
+      if (C[i].state == S_OPEN) queue_msgs(i, o_depth, now);
   flush_dirty();
   uint64_t t_meas = now + (uint64_t)(o_warmup * 1e9), t_end = 0;
   uint64_t cpu_user0 = 0, cpu_sys0 = 0;
@@ -948,10 +1175,11 @@ int main(int argc, char **argv) {
   for (;;) {
     if (!measuring && now >= t_meas) {
       measuring = 1;
-      memset(hist, 0, sizeof hist);
-      hist_n = hist_max = 0;
+      memset(&lat, 0, sizeof lat);
+      memset(&lat_last, 0, sizeof lat_last);
       m_bad_data = 0;
       m_msgs = m_errors = m_bad_len = m_bad_op = m_ctrl = m_closed = m_reads = m_writes = m_rbytes = m_wbytes = 0;
+      m_published = m_incomplete = m_late = m_stale = m_to_pub = m_out_of_order = m_gaps = 0;
       self_cpu_us(&cpu_user0, &cpu_sys0);
       cpu_srv0 = o_pid ? proc_cpu_ticks(o_pid) : -1;
       read_cores(&k0);
@@ -965,6 +1193,7 @@ int main(int argc, char **argv) {
     int n = epoll_wait(epfd, evs, 1024, to > 100 ? 100 : to);
     now = now_ns();
     for (int k = 0; k < n; k++) on_event((int)evs[k].data.u32, evs[k].events, now);
+    if (o_fanout) pump(now);
     flush_dirty();
   }
   now = now_ns();
@@ -983,18 +1212,28 @@ int main(int argc, char **argv) {
   read_cores(&k1);
   long rss_end = o_pid ? proc_rss_kib(o_pid) : -1;
 
-  printf("{\"mode\":\"load\",\"conns\":%d,\"opened\":%d,\"open\":%d,\"size\":%llu,\"type\":\"%s\",\"depth\":%d,"
+  printf("{\"mode\":\"%s\",\"conns\":%d,\"opened\":%d,\"open\":%d,\"size\":%llu,\"type\":\"%s\",\"depth\":%d,"
          "\"deflate\":%s,\"wire_size\":%llu,\"seconds\":%.3f,\"msgs\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
          "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
          "\"errors\":%llu,\"hs_fail\":%llu,\"bad_len\":%llu,\"bad_op\":%llu,\"bad_data\":%llu,\"ctrl_frames\":%llu,\"closed\":%llu,"
          "\"reads_per_s\":%.1f,\"writes_per_s\":%.1f,\"cpu_loadgen_pct\":%.1f,\"cpu_loadgen_user_pct\":%.1f",
-         o_conns, opened, n_open, (unsigned long long)o_size, o_binary ? "binary" : "text", o_depth,
+         o_fanout ? "fanout" : "load", o_conns, opened, n_open, (unsigned long long)o_size, o_binary ? "binary" : "text", o_depth,
          deflate_on ? "true" : "false", (unsigned long long)wire_size, secs, (unsigned long long)m_msgs,
          secs > 0 ? (double)m_msgs / secs : 0.0, secs > 0 ? (double)m_msgs * (double)o_size / secs / 1e6 : 0.0,
-         hist_pct(0.50) / 1e3, hist_pct(0.99) / 1e3, hist_pct(0.999) / 1e3, (double)hist_max / 1e3,
+         hist_pct(&lat, 0.50) / 1e3, hist_pct(&lat, 0.99) / 1e3, hist_pct(&lat, 0.999) / 1e3, (double)lat.max / 1e3,
          (unsigned long long)m_errors, (unsigned long long)m_hs_fail, (unsigned long long)m_bad_len,
          (unsigned long long)m_bad_op, (unsigned long long)m_bad_data, (unsigned long long)m_ctrl, (unsigned long long)m_closed,
          secs > 0 ? (double)m_reads / secs : 0.0, secs > 0 ? (double)m_writes / secs : 0.0, cpu_self, cpu_user);
+  if (o_fanout)
+    printf(",\"subscribers\":%d,\"deliveries_per_s\":%.1f,\"publishes_per_s\":%.1f,\"published\":%llu,"
+           "\"incomplete\":%llu,\"in_flight_end\":%u,\"late\":%llu,\"stale\":%llu,\"to_publisher\":%llu,"
+           "\"out_of_order\":%llu,\"gaps\":%llu,\"last_p50_us\":%.2f,\"last_p99_us\":%.2f,\"last_p999_us\":%.2f,"
+           "\"last_max_us\":%.2f,\"handshake_s\":%.3f,\"settle_s\":%.3f",
+           o_conns - 1, secs > 0 ? (double)m_msgs / secs : 0.0, secs > 0 ? (double)m_published / secs : 0.0,
+           (unsigned long long)m_published, (unsigned long long)m_incomplete, in_flight, (unsigned long long)m_late,
+           (unsigned long long)m_stale, (unsigned long long)m_to_pub, (unsigned long long)m_out_of_order,
+           (unsigned long long)m_gaps, hist_pct(&lat_last, 0.50) / 1e3, hist_pct(&lat_last, 0.99) / 1e3,
+           hist_pct(&lat_last, 0.999) / 1e3, (double)lat_last.max / 1e3, hs_secs, settle_secs);
   if (o_pid)
     printf(",\"pid\":%d,\"cpu_server_pct\":%.1f,\"rss_before_kib\":%ld,\"rss_end_kib\":%ld", o_pid, cpu_srv, rss0,
            rss_end);

@@ -1,8 +1,10 @@
 /**
  * `npm run bench`: builds the load generator (bench/loadgen.c), then starts
- * each echo server in turn on this Node binary, pinned to one core, drives it
- * from the other core with the load generator, and prints medians and ratios
- * to ws (pure JS) as markdown. Raw results go to bench/out/ as JSON.
+ * each echo server (A-F) or fan-out server (G-J: one publisher, 1,000 or
+ * 10,000 subscribers) in turn on this Node binary (Bun's peers on the `bun`
+ * devDependency), pinned to one core, drives it from the other core with the
+ * load generator, and prints medians and ratios to ws (pure JS) as markdown.
+ * Raw results go to bench/out/ as JSON.
  *
  * Order: for each run, for each scenario, every server one after another, so
  * that servers compared in one row were measured minutes apart, not an hour.
@@ -12,9 +14,9 @@
  *   BENCH_RUNS=3          runs per (scenario, server); the table shows medians
  *   BENCH_SECONDS=5       measured seconds per load scenario
  *   BENCH_WARMUP=2        warm-up seconds before measuring
- *   BENCH_SCENARIOS=A,B   subset of A-F
+ *   BENCH_SCENARIOS=A,B   subset of A-J (G-J: fan-out, only for the servers with a fan-out peer)
  *   BENCH_SERVERS=ws,raw  subset of websock, websock-no-metrics, raw, minimal, ws, ws-bufferutil, effect,
- *                         effect-http-websock, effect-http-ws
+ *                         effect-http-websock, effect-http-ws, bun, websock-loop (fan-out only)
  *   BENCH_IDLE_CONNS=10000  connections for scenario F (2000 with BENCH_DEFLATE=1)
  *   BENCH_HOLD=2          seconds F holds its connections before reading RSS
  *   BENCH_DEFLATE=1       offer permessage-deflate and turn it on in the peers (raw is skipped);
@@ -74,7 +76,7 @@ const FD_LIMIT = 65_536
 
 // ------------------------------------------------------------------ scenarios and servers
 
-type Metric = "msgs_per_s" | "mb_per_s" | "kib_per_conn"
+type Metric = "msgs_per_s" | "mb_per_s" | "kib_per_conn" | "deliveries_per_s"
 
 interface Scenario {
   readonly id: string
@@ -82,6 +84,8 @@ interface Scenario {
   readonly args: ReadonlyArray<string>
   readonly metric: Metric
   readonly idle: boolean
+  /** one publisher, the other connections subscribers: runs each server's `fanout` peer */
+  readonly fanout: boolean
 }
 
 const load = (id: string, title: string, metric: Metric, args: ReadonlyArray<string>): Scenario => ({
@@ -89,7 +93,25 @@ const load = (id: string, title: string, metric: Metric, args: ReadonlyArray<str
   title,
   args,
   metric,
-  idle: false
+  idle: false,
+  fanout: false
+})
+
+/** Publishes in flight in the fan-out scenarios (the publisher's --depth). */
+const FANOUT_DEPTH = 16
+
+const fanout = (id: string, subscribers: number, size: number): Scenario => ({
+  id,
+  title: `fan-out to ${subscribers.toLocaleString("en-US")} subscribers, ${size === 1024 ? "1 KiB" : `${size} B`} binary, ` +
+    `${FANOUT_DEPTH} publishes in flight`,
+  args: [
+    // a publish is given up only after 30 s: a slow server at 10,000 subscribers is slow, not lossy
+    "--fanout", "--conns", String(subscribers + 1), "--size", String(size), "--depth", String(FANOUT_DEPTH),
+    "--fan-timeout", "30", "--timeout", "120"
+  ],
+  metric: "deliveries_per_s",
+  idle: false,
+  fanout: true
 })
 
 const allScenarios: ReadonlyArray<Scenario> = [
@@ -117,45 +139,66 @@ const allScenarios: ReadonlyArray<Scenario> = [
       ...(config.deflate ? ["--echo-once", "--size", "1024", "--text"] : [])
     ],
     metric: "kib_per_conn",
-    idle: true
-  }
+    idle: true,
+    fanout: false
+  },
+  fanout("G", 1_000, 16),
+  fanout("H", 1_000, 1024),
+  fanout("I", 10_000, 16),
+  fanout("J", 10_000, 1024)
 ]
 
 interface Server {
   readonly id: string
   readonly label: string
-  readonly file: string
+  /** the echo peer (A-F); none: a fan-out-only server */
+  readonly file: string | undefined
   readonly env: Readonly<Record<string, string>>
   /** speaks permessage-deflate (the raw peers do not) */
   readonly deflate: boolean
   /** extra load generator options for this server */
   readonly loadgen: ReadonlyArray<string>
+  /** the peer run in the fan-out scenarios (G-J); none: the server has no topics */
+  readonly fanout: string | undefined
+  /** run under the `bun` binary of the devDependency instead of this Node */
+  readonly bun: boolean
 }
 
-const peer = (id: string, label: string, file: string, options?: Partial<Server>): Server => ({
+const peer = (id: string, label: string, file: string | undefined, options?: Partial<Server>): Server => ({
   id,
   label,
   file,
   env: {},
   deflate: true,
   loadgen: [],
+  fanout: undefined,
+  bun: false,
   ...options
 })
 
+const bunBinary = Path.join(root, "node_modules", ".bin", "bun")
+
 const allServers: ReadonlyArray<Server> = [
-  peer("websock", "websock", "examples/EchoServer.ts"),
+  peer("websock", "websock", "examples/EchoServer.ts", { fanout: "bench/peers/websock-fanout.ts" }),
+  // fan-out only: websock without topics, trySend in a loop as examples/ChatRoom.ts does (what topics must beat)
+  peer("websock-loop", "websock, trySend loop", undefined, { fanout: "bench/peers/websock-loop-fanout.ts" }),
   // the same with its metrics off: what counting costs (issue 14 allows 3% on B and C)
   peer("websock-no-metrics", "websock, metrics: false", "examples/EchoServer.ts", { env: { METRICS: "0" } }),
   // the issue's ceiling: bytes reflected unchanged, masked frames included (hence --allow-masked)
   peer("raw", "raw TCP echo (ceiling)", "bench/peers/tcp-reflect.ts", { deflate: false, loadgen: ["--allow-masked"] }),
   // the least a valid WebSocket echo does: parse, unmask, one write per read
   peer("minimal", "minimal WS echo (unmasks)", "bench/peers/raw-echo.ts", { deflate: false }),
-  peer("ws", "ws pure JS", "bench/peers/ws-echo.ts", { env: { WS_NO_BUFFER_UTIL: "1" } }),
-  peer("ws-bufferutil", "ws + bufferutil", "bench/peers/ws-echo.ts"),
+  peer("ws", "ws pure JS", "bench/peers/ws-echo.ts", {
+    env: { WS_NO_BUFFER_UTIL: "1" },
+    fanout: "bench/peers/ws-fanout.ts"
+  }),
+  peer("ws-bufferutil", "ws + bufferutil", "bench/peers/ws-echo.ts", { fanout: "bench/peers/ws-fanout.ts" }),
   peer("effect", "Effect layerWebSocket", "bench/peers/effect-echo.ts"),
   // an Effect HttpRouter route calling HttpServerRequest.upgrade, on websock's NodeHttpServer and on Effect's own (ws)
   peer("effect-http-websock", "Effect HTTP route on websock", "bench/peers/effect-http-echo.ts", { env: { ENGINE: "websock" } }),
-  peer("effect-http-ws", "Effect HTTP route on ws", "bench/peers/effect-http-echo.ts", { env: { ENGINE: "effect" } })
+  peer("effect-http-ws", "Effect HTTP route on ws", "bench/peers/effect-http-echo.ts", { env: { ENGINE: "effect" } }),
+  // Bun.serve (uWebSockets) under the bun devDependency: its echo, and its built-in pub/sub for G-J
+  peer("bun", "Bun", "bench/peers/bun-echo.ts", { bun: true, fanout: "bench/peers/bun-pubsub.ts" })
 ]
 
 /** The column every ratio is taken against. */
@@ -274,12 +317,18 @@ const tail = (child: ChildProcess.ChildProcess): () => string => {
   return () => text
 }
 
-const startServer = async (server: Server): Promise<Running> => {
+/** The peer a scenario runs for a server: its fan-out peer in G-J, else its echo. */
+const peerFile = (server: Server, scenario: Scenario): string | undefined =>
+  scenario.fanout ? server.fanout : server.file
+
+const startServer = async (server: Server, scenario: Scenario): Promise<Running> => {
   const port = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), ...server.env }
   if (server.env.WS_NO_BUFFER_UTIL === undefined) delete env.WS_NO_BUFFER_UTIL
   if (config.deflate) env.DEFLATE = "1"
-  const child = pinned(config.serverCore, process.execPath, [Path.join(root, server.file)], env)
+  const file = peerFile(server, scenario)
+  if (file === undefined) throw new Error(`${server.label} has no peer for ${scenario.id}`)
+  const child = pinned(config.serverCore, server.bun ? bunBinary : process.execPath, [Path.join(root, file)], env)
   const log = tail(child)
   const deadline = Date.now() + 20_000
   while (Date.now() < deadline) {
@@ -386,7 +435,16 @@ const fmtMetric = (metric: Metric, x: number): string =>
 
 const fmtUs = (x: number): string => (x < 100 ? fmt(x, 1) : fmt(x, 0))
 
-const unit: Record<Metric, string> = { msgs_per_s: "msg/s", mb_per_s: "MB/s", kib_per_conn: "KiB/conn" }
+const unit: Record<Metric, string> = {
+  msgs_per_s: "msg/s",
+  mb_per_s: "MB/s",
+  kib_per_conn: "KiB/conn",
+  deliveries_per_s: "deliveries/s"
+}
+
+/** A fan-out run that lost, repeated, reordered or echoed back a publish. */
+const fanoutWrong = (r: Result): boolean =>
+  ["incomplete", "gaps", "out_of_order", "to_publisher"].some((key) => num(r, key) > 0)
 
 // ------------------------------------------------------------------ main
 
@@ -407,6 +465,24 @@ const main = async (): Promise<void> => {
     servers = servers.filter((s) => s.deflate)
     notes.push("permessage-deflate on: the raw peers do not speak it and are skipped")
   }
+  if (servers.some((s) => s.bun) && !Fs.existsSync(bunBinary)) {
+    servers = servers.filter((s) => !s.bun)
+    notes.push("Bun skipped: node_modules/.bin/bun does not exist (npm ci installs the bun devDependency)")
+  }
+  // fan-out: only servers with topics, and only while their peer exists (websock's waits for the topics API)
+  const runs = (scenario: Scenario, server: Server): boolean => {
+    const file = peerFile(server, scenario)
+    if (file === undefined) return false
+    return !scenario.fanout || (!config.deflate && Fs.existsSync(Path.join(root, file)))
+  }
+  if (scenarios.some((s) => s.fanout)) {
+    if (config.deflate) notes.push("fan-out scenarios skipped: the load generator publishes uncompressed frames only")
+    for (const server of servers) {
+      if (server.fanout !== undefined && !config.deflate && !Fs.existsSync(Path.join(root, server.fanout))) {
+        notes.push(`${server.label} skipped in the fan-out scenarios: ${server.fanout} does not exist yet`)
+      }
+    }
+  }
   build()
   Fs.mkdirSync(outDir, { recursive: true })
 
@@ -425,12 +501,13 @@ const main = async (): Promise<void> => {
   for (let run = 1; run <= config.runs; run++) {
     for (const scenario of scenarios) {
       for (const server of servers) {
+        if (!runs(scenario, server)) continue
         const c = cell(scenario, server)
         const tag = `[run ${run}/${config.runs}] ${scenario.id} ${server.label}`
         let running: Running | undefined
         try {
           const busyBefore = scenario.idle ? Number.NaN : await awaitQuiet(tag)
-          running = await startServer(server)
+          running = await startServer(server, scenario)
           if (scenario.idle) await sleep(500) // let startup garbage settle before the RSS baseline
           const args = [
             ...scenario.args,
@@ -441,7 +518,8 @@ const main = async (): Promise<void> => {
             ...(config.deflate ? ["--deflate"] : []),
             ...(config.verify && !scenario.idle ? ["--verify"] : [])
           ]
-          const budget = scenario.idle ? 180_000 : (config.seconds + config.warmup + 60) * 1000
+          // fan-out: up to 120 s for 10,001 handshakes and as much for every subscription to exist
+          const budget = scenario.idle ? 180_000 : (config.seconds + config.warmup + 60 + (scenario.fanout ? 240 : 0)) * 1000
           const result = await runLoadgen(args, budget)
           const child = running.child
           if (child.exitCode !== null || child.signalCode !== null) {
@@ -469,7 +547,7 @@ const main = async (): Promise<void> => {
     meta: machine(started),
     config,
     scenarios: scenarios.map(({ id, title, args, metric }) => ({ id, title, args, metric })),
-    servers: servers.map(({ id, label, file, env, loadgen }) => ({ id, label, file, env, loadgen })),
+    servers: servers.map(({ id, label, file, env, loadgen, fanout, bun }) => ({ id, label, file, env, loadgen, fanout, bun })),
     notes,
     results: [...cells.entries()].map(([key, c]) => ({ key, results: c.results, errors: c.errors }))
   }
@@ -484,6 +562,13 @@ const describe = (scenario: Scenario, r: Result): string => {
     return `${fmt(num(r, "kib_per_conn"), 2)} KiB/conn (${num(r, "open")}/${num(r, "conns")} open, ` +
       `handshakes ${fmt(num(r, "handshake_s"), 2)} s, errors ${num(r, "errors")}` +
       (typeof r.first_error === "string" ? `: ${r.first_error})` : ")")
+  }
+  if (scenario.fanout) {
+    return `${fmt(num(r, "deliveries_per_s"))} deliveries/s, ${fmt(num(r, "publishes_per_s"))} publishes/s, ` +
+      `p99 ${fmtUs(num(r, "p99_us"))} µs (to the last ${fmtUs(num(r, "last_p99_us"))} µs), ` +
+      `cpu loadgen ${fmt(num(r, "cpu_loadgen_pct"))}% server ${fmt(num(r, "cpu_server_pct"))}% ` +
+      `other ${fmt(num(r, "cpu_other_pct"))}%, incomplete ${num(r, "incomplete")}, errors ${num(r, "errors")}` +
+      (typeof r.first_error === "string" ? ` (${r.first_error})` : "")
   }
   return `${fmt(num(r, "msgs_per_s"))} msg/s, ${fmt(num(r, "mb_per_s"), 1)} MB/s, ` +
     `p99 ${fmtUs(num(r, "p99_us"))} µs, cpu loadgen ${fmt(num(r, "cpu_loadgen_pct"))}% ` +
@@ -549,7 +634,8 @@ const render = (
       let text = fmtMetric(scenario.metric, value)
       if (Number.isFinite(base) && base > 0 && server !== baseline) text += ` (${fmt(value / base, 2)}x)`
       const wrong = (r: Result) =>
-        num(r, "errors") > 0 || num(r, "bad_len") > 0 || num(r, "bad_op") > 0 || num(r, "bad_data") > 0
+        num(r, "errors") > 0 || num(r, "bad_len") > 0 || num(r, "bad_op") > 0 || num(r, "bad_data") > 0 ||
+        (scenario.fanout && fanoutWrong(r))
       if (c.errors.length > 0 || c.results.some(wrong)) {
         text += " !"
         marks.add("!")
@@ -566,7 +652,10 @@ const render = (
     })
     lines.push(`| ${scenario.id}: ${scenario.title} (${unit[scenario.metric]}) | ${row.join(" | ")} |`)
   }
-  if (marks.has("!")) lines.push("", "! errors during the measurement (failed runs, closed connections or wrong echoes): see the JSON")
+  if (marks.has("!")) {
+    lines.push("", "! errors during the measurement (failed runs, closed connections, wrong echoes; in fan-out also " +
+      "incomplete publishes, gaps, repeats or a publish sent back to its publisher): see the JSON")
+  }
   if (marks.has("†")) lines.push("", "† other processes used more than 20% of a core meanwhile: noisy")
   if (marks.has("‡")) lines.push("", "‡ the load generator used more than 85% of its core: it may be the limit")
 
@@ -595,6 +684,29 @@ const render = (
           : `${fmt(med(scenario, server, "cpu_loadgen_pct"))} (${fmt(med(scenario, server, "cpu_loadgen_user_pct"))}) / ` +
             `${fmt(med(scenario, server, "cpu_server_pct"))} / ${fmt(med(scenario, server, "cpu_other_pct"))}`
       )
+      lines.push(`| ${scenario.id} | ${row.join(" | ")} |`)
+    }
+  }
+  const fanouts = scenarios.filter((s) => s.fanout)
+  if (fanouts.length > 0) {
+    lines.push(
+      "",
+      "### Fan-out in detail: complete publishes/s · publish to last delivery p50 / p99 (µs) · incomplete · " +
+        "deliveries per second of server CPU",
+      "",
+      header,
+      rule
+    )
+    for (const scenario of fanouts) {
+      const row = servers.map((server) => {
+        const results = get(scenario, server)?.results ?? []
+        if (results.length === 0) return "-"
+        const incomplete = results.reduce((sum, r) => sum + (num(r, "incomplete") || 0), 0)
+        // on a shared machine the server may not get its whole core: what one core-second of it delivers
+        const perCpu = median(results.map((r) => num(r, "deliveries_per_s") / (num(r, "cpu_server_pct") / 100)))
+        return `${fmt(med(scenario, server, "publishes_per_s"))} · ${fmtUs(med(scenario, server, "last_p50_us"))} / ` +
+          `${fmtUs(med(scenario, server, "last_p99_us"))} · ${fmt(incomplete)} · ${fmt(perCpu)}`
+      })
       lines.push(`| ${scenario.id} | ${row.join(" | ")} |`)
     }
   }

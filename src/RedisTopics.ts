@@ -34,7 +34,7 @@
  * (`NodeRedis.client`) for one publishing and one subscribing connection in
  * all.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as NodeRedis from "@effect/platform-node/NodeRedis"
 import * as Context from "effect/Context"
@@ -49,7 +49,7 @@ import * as Internal from "./internal/topics.ts"
 import * as Topics from "./Topics.ts"
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category options
  */
 export interface Options {
@@ -79,7 +79,7 @@ const SAFE = /^[A-Za-z0-9\-._:/]$/
  * everything else percent-encoded (UTF-8 bytes as `%XX`, a lone surrogate,
  * which has no UTF-8, as `%uXXXX`).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category channels
  */
 export const escapeTopic = (topic: string): string => {
@@ -117,7 +117,7 @@ type Seen = Map<string, number>
  * Topics on Redis, in the current scope (the two connections close with
  * it). Fails with `RedisError` when Redis cannot be reached at start.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category constructors
  */
 export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Redis.RedisError, NodeRedis.NodeRedis | Scope.Scope> =>
@@ -234,7 +234,7 @@ export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Red
  * `Topics` on Redis (see the module's doc), for the servers built with it:
  * needs `NodeRedis` (`NodeRedis.layer({ url })` of `@effect/platform-node`).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category layers
  */
 export const layer = (options?: Options): Layer.Layer<Topics.Topics, Redis.RedisError, NodeRedis.NodeRedis> =>

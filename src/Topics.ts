@@ -19,7 +19,7 @@
  * slows nobody else, and every outcome is counted (`PublishResult`, and the
  * `websock.pubsub.*` metrics).
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -29,7 +29,7 @@ import * as Internal from "./internal/topics.ts"
 import type * as WebSocket from "./WebSocket.ts"
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category models
  */
 export type PublishResult = WebSocket.PublishResult
@@ -37,7 +37,7 @@ export type PublishResult = WebSocket.PublishResult
 /**
  * The topics, as a service.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category models
  */
 export interface TopicsService {
@@ -62,7 +62,7 @@ export interface TopicsService {
 /**
  * The topics servers use when it is in their context (see the module's doc).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category services
  */
 export class Topics extends Context.Service<Topics, TopicsService>()("websock/Topics") {}
@@ -79,7 +79,7 @@ export const fromHub = (hub: Internal.Hub): TopicsService => ({
  * Topics in this process, their metrics (`websock.pubsub.*`) reported into
  * the current context's metric registry until the scope closes.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category constructors
  */
 export const make: Effect.Effect<TopicsService, never, Scope.Scope> = makeWith({ metrics: true })
@@ -97,7 +97,7 @@ export function makeWith(options: { readonly metrics: boolean }): Effect.Effect<
 /**
  * Topics in this process, shared by every server built with this layer.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category layers
  */
 export const layer: Layer.Layer<Topics> = Layer.effect(Topics, make)

@@ -47,6 +47,13 @@ export interface Request {
   readonly params: Readonly<Record<string, string>>
   /** Lower-cased header names; repeated headers joined with ", ". */
   readonly headers: ReadonlyMap<string, string>
+  /**
+   * The HTTP version the upgrade came over: "1.1" for an HTTP/1.1 upgrade,
+   * "2" for an HTTP/2 extended CONNECT stream (RFC 8441, see `Http2`).
+   *
+   * @since 0.2.0
+   */
+  readonly httpVersion: string
   /** The `Cookie` header's cookies by name (`Handshake.parseCookies`). */
   readonly cookies: ReadonlyMap<string, string>
   readonly remoteAddress: string | undefined
@@ -89,7 +96,7 @@ export type SendStatus = "sent" | "queued" | "dropped" | "closed"
  * the `"close"` overflow policy). Subscribers in other processes (the Redis
  * adapter) are not counted here.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category models
  */
 export interface PublishResult {

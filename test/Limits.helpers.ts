@@ -7,7 +7,6 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import type * as Net from "node:net"
 import * as Frame from "../src/Frame.ts"
 import type * as WebSocket from "../src/WebSocket.ts"
 import type { RawClient } from "./support/RawClient.ts"
@@ -54,7 +53,7 @@ export const settled = async (
  * @since 0.1.0
  */
 export const flood = async (
-  socket: Net.Socket,
+  socket: { readonly writableLength: number; write(chunk: Uint8Array): unknown },
   next: () => Uint8Array,
   options: { readonly backlog: number; readonly quiet?: number; readonly timeout?: number; readonly sample?: () => void; readonly detail?: () => string }
 ): Promise<number> => {

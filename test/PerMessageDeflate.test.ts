@@ -683,6 +683,7 @@ describe("Compression: a failing deflate", () => {
           query: new URLSearchParams(),
           params: {},
           headers: new Map<string, string>(),
+          httpVersion: "1.1",
           cookies: new Map<string, string>(),
           remoteAddress: socket.remoteAddress,
           remotePort: socket.remotePort

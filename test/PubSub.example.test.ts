@@ -4,7 +4,7 @@
  * the example's page (what one types appears on the other), and `WORKERS=2`
  * serves one port from two worker processes whose rooms span both.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as ChildProcess from "node:child_process"
 import { once } from "node:events"

@@ -10,7 +10,7 @@
  * process's sequence numbers are counted as missed; foreign messages on a
  * channel are dropped and counted.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as NodeRedis from "@effect/platform-node/NodeRedis"
 import * as Effect from "effect/Effect"

@@ -7,7 +7,7 @@
  * it was negotiated, subscriptions ending with their connection, one
  * `Topics` shared by two servers, and the `websock.pubsub.*` metrics.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"

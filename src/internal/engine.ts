@@ -8,7 +8,10 @@
  * handler inside the latter), and shuts the connections down.
  * `Server.make` feeds it from a `node:net` server of its own (its own head
  * reader); `Upgrade` from the `upgrade` event of the user's `node:http` or
- * `node:https` server (Node's parser). The socket is any `Duplex`.
+ * `node:https` server (Node's parser); `Http2` from the extended CONNECT
+ * streams of the user's `node:http2` server (RFC 8441: the stream is
+ * answered with headers, `:status 200` or an error, instead of bytes). The
+ * socket is any `Duplex`.
  *
  * No fiber exists for a connection until it is upgraded, except the route's
  * upgrade decision when it has one: a connection's fiber is its handler's.
@@ -35,6 +38,7 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import * as Http2Stream from "./http2Stream.ts"
 import * as Metrics from "./metrics.ts"
 import * as Topics from "../Topics.ts"
 import type * as Router from "./router.ts"
@@ -162,7 +166,9 @@ export const upgrade = (
 ): void => {
   const { settings, state } = engine
   const started = engine.instruments !== undefined ? performance.now() : 0
-  const remote = socket as Remote
+  // An HTTP/2 stream (RFC 8441) is answered with headers on the stream, not bytes.
+  const stream = Http2Stream.isStream(socket) ? socket : undefined
+  const remote: Remote = stream !== undefined ? Http2Stream.remoteOf(stream) : socket as Remote
   const span = engine.tracing.start("websock.upgrade", {
     // Under an HTTP server's request span, that span is the server's.
     kind: parent === undefined ? "server" : "internal",
@@ -175,8 +181,13 @@ export const upgrade = (
     rejectAndEnd(engine, socket, status, reason, headers)
   }
   if (state.shuttingDown) return refuse(503, "server shutting down")
-  const decision = Handshake.validateUpgrade(request)
+  const overHttp1 = stream === undefined ? Handshake.validateUpgrade(request) : undefined
+  const decision = overHttp1 ?? Http2Stream.validateConnect(request)
   if (decision._tag === "Reject") return refuse(decision.status, decision.reason, decision.headers)
+  // RFC 6455 §4.2.2 (HTTP/1.1 only: RFC 8441 §5 has no Sec-WebSocket-Key).
+  const key = overHttp1?._tag === "Accept" ? overHttp1.key : ""
+  // The status of a success: 101 (RFC 6455 §4.2.2), 200 on a stream (RFC 8441 §5).
+  const acceptedStatus = stream !== undefined ? 200 : 101
   const match = matched ?? settings.router.match(request.path)
   if (match === undefined) return refuse(404, "no route for this path")
   const route = match.value
@@ -195,6 +206,7 @@ export const upgrade = (
     query: request.query,
     params: match.params,
     headers: request.headers,
+    httpVersion: request.httpVersion,
     cookies: Handshake.parseCookies(request.headers.get("cookie")),
     remoteAddress: remote.remoteAddress,
     remotePort: remote.remotePort
@@ -232,16 +244,17 @@ export const upgrade = (
         Effect.annotateLogs({ path: req.path })
       ))
     }
-    socket.write(Handshake.response101({ accept: Handshake.acceptKey(decision.key), protocol, extensions, headers }))
+    if (stream !== undefined) Http2Stream.accept(stream, { protocol, extensions, headers })
+    else socket.write(Handshake.response101({ accept: Handshake.acceptKey(key), protocol, extensions, headers }))
     const instruments = engine.instruments
     if (instruments !== undefined) {
-      instruments.upgraded(101)
+      instruments.upgraded(acceptedStatus)
       instruments.accepted++
       instruments.handshake.observe((performance.now() - started) / 1000)
     }
     if (protocol !== undefined) span.attribute("websocket.subprotocol", protocol)
     if (extensions !== undefined) span.attribute("websocket.extensions", extensions)
-    endUpgrade(engine, span, 101)
+    endUpgrade(engine, span, acceptedStatus)
     run(engine, socket, { route, req, accepted, protocol, extensions, negotiated, span }, rest)
   }
   if (route.upgrade === undefined) return accept(undefined, rest)
@@ -425,6 +438,7 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
         instruments.open--
         instruments.closed(outcome.code, outcome.initiator)
       }
+      d.tally.end()
       endAttributes(span, outcome, d.tally)
       const detail = outcome.detail
       if (detail !== undefined && CloseReason.isViolation(detail)) {
@@ -536,6 +550,7 @@ export const reject = (
   if (socket.destroyed) return
   socket.on("data", ignore)
   socket.resume()
+  if (Http2Stream.isStream(socket)) return Http2Stream.reject(socket, status, reason, headers)
   socket.end(Handshake.responseError(status, reason, headers))
   const timer = setTimeout(() => socket.destroy(), linger)
   timer.unref?.()

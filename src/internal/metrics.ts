@@ -11,6 +11,12 @@
  * no allocation. Series with open-ended attributes (an upgrade's status, a
  * close code) are registered the first time their value is seen.
  *
+ * Per data message (the cost measured by bench/cost.ts): the type's message
+ * and byte counters, one bucket of `websock.message.size` (its index from
+ * `Math.clz32`, the bounds being powers of 4) and its min and max, all done
+ * inline in `Tally`; the histogram's count and sum are the counters' totals,
+ * added when a snapshot is taken.
+ *
  * With `metrics: false` no `Instruments` exists and the hot path pays one
  * `undefined` check.
  *
@@ -83,6 +89,39 @@ class Buckets {
   }
 }
 
+/** The number of `SIZE_BOUNDARIES`' buckets, the last one above them all. */
+const SIZE_BUCKETS = SIZE_BOUNDARIES.length + 1
+
+/**
+ * The bucket of a message of `size` bytes: the first of `SIZE_BOUNDARIES`
+ * (64 * 4^i) that holds it, or the last bucket above 16 MiB. For 64 < size
+ * <= 2^24, `32 - clz32(size - 1)` is ceil(log2(size)), and 64 * 4^i >= size
+ * from i = ceil((ceil(log2(size)) - 6) / 2) on.
+ */
+export const sizeBucket = (size: number): number =>
+  size <= 64 ? 0 : size > 16777216 ? SIZE_BUCKETS - 1 : (27 - Math.clz32(size - 1)) >> 1
+
+/**
+ * `websock.message.size` for one direction: the bucket counts and the
+ * extremes; the count and sum are the message and byte counters' (every
+ * message counted is observed, see `Tally`).
+ */
+class SizeBuckets {
+  readonly counts = new Uint32Array(SIZE_BUCKETS)
+  min = Number.MAX_VALUE
+  max = -Number.MAX_VALUE
+
+  state(count: number, sum: number): Metric.HistogramState {
+    const buckets: Array<[number, number]> = []
+    let cumulated = 0 // observations at or below this bound
+    for (let i = 0; i < SIZE_BOUNDARIES.length; i++) {
+      cumulated += this.counts[i]!
+      buckets.push([SIZE_BOUNDARIES[i]!, cumulated])
+    }
+    return { buckets, count, min: this.min, max: this.max, sum }
+  }
+}
+
 /** A counter's value, for series registered on first use. */
 interface Cell {
   count: number
@@ -106,6 +145,17 @@ const noop = (): void => {}
 /** The hooks of a series whose state `get` reads. */
 const reading = <S>(get: () => S): Metric.Metric.Hooks<number, S> => ({ get, update: noop, modify: noop })
 
+/** The message and byte counts a `Tally` and the `Instruments` both keep. */
+type TallyField =
+  | "textReceived"
+  | "textBytesReceived"
+  | "binaryReceived"
+  | "binaryBytesReceived"
+  | "textSent"
+  | "textBytesSent"
+  | "binarySent"
+  | "binaryBytesSent"
+
 /** The metrics of every server reporting into one registry. */
 export class Instruments {
   /** Upgraded connections whose socket has not closed yet. */
@@ -127,12 +177,14 @@ export class Instruments {
   pauses = 0
   readonly handshake = new Buckets(DURATION_BOUNDARIES)
   readonly sendWait = new Buckets(DURATION_BOUNDARIES)
-  readonly sizeReceived = new Buckets(SIZE_BOUNDARIES)
-  readonly sizeSent = new Buckets(SIZE_BOUNDARIES)
+  readonly sizeReceived = new SizeBuckets()
+  readonly sizeSent = new SizeBuckets()
   /** Upgrades answered, by status. */
   private readonly statuses = new Map<number, Cell>()
   /** Closes, by `code/initiator`. */
   private readonly closeCells = new Map<string, Cell>()
+  /** The tallies of the open connections: the message and byte counters add them to the closed ones' totals above. */
+  readonly live = new Set<Tally>()
   private readonly context: Context.Context<never>
 
   constructor(context: Context.Context<never>) {
@@ -145,11 +197,17 @@ export class Instruments {
         context,
         reading(() => counterState(get()))
       )
-    const histogram = (name: string, description: string, attributes: Record<string, string> | undefined, buckets: Buckets, bounds: ReadonlyArray<number>) =>
+    const histogram = (
+      name: string,
+      description: string,
+      attributes: Record<string, string> | undefined,
+      bounds: ReadonlyArray<number>,
+      state: () => Metric.HistogramState
+    ) =>
       Metric.registerUnsafe(
         Metric.histogram(name, { description, attributes: unit(description, attributes), boundaries: bounds }),
         context,
-        reading(() => buckets.state())
+        reading(state)
       )
     const text = { "websocket.message.type": "text" }
     const binary = { "websocket.message.type": "binary" }
@@ -157,23 +215,33 @@ export class Instruments {
     const transmit = { "network.io.direction": "transmit" }
     gauge(names.connectionsOpen, "Upgraded connections whose socket is open ({connection})", () => this.open)
     counter(names.connectionsAccepted, "Upgrades answered 101 ({connection})", undefined, () => this.accepted)
-    histogram(names.handshakeDuration, "From the request head to the 101 answer, the route's upgrade decision included (s)", undefined, this.handshake, DURATION_BOUNDARIES)
-    counter(names.messagesReceived, "Data messages received ({message})", text, () => this.textReceived)
-    counter(names.messagesReceived, "Data messages received ({message})", binary, () => this.binaryReceived)
-    counter(names.messagesSent, "Data messages sent ({message})", text, () => this.textSent)
-    counter(names.messagesSent, "Data messages sent ({message})", binary, () => this.binarySent)
-    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", text, () => this.textBytesReceived)
-    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", binary, () => this.binaryBytesReceived)
-    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", text, () => this.textBytesSent)
-    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", binary, () => this.binaryBytesSent)
-    histogram(names.messageSize, "Payload size of each data message, inflated (By)", receive, this.sizeReceived, SIZE_BOUNDARIES)
-    histogram(names.messageSize, "Payload size of each data message, inflated (By)", transmit, this.sizeSent, SIZE_BOUNDARIES)
+    histogram(names.handshakeDuration, "From the request head to the 101 answer, the route's upgrade decision included (s)", undefined, DURATION_BOUNDARIES, () => this.handshake.state())
+    /** A message or byte counter: the closed connections' total and the open ones' tallies. */
+    const total = (field: TallyField) => () => {
+      let sum = this[field]
+      for (const tally of this.live) sum += tally[field]
+      return sum
+    }
+    counter(names.messagesReceived, "Data messages received ({message})", text, total("textReceived"))
+    counter(names.messagesReceived, "Data messages received ({message})", binary, total("binaryReceived"))
+    counter(names.messagesSent, "Data messages sent ({message})", text, total("textSent"))
+    counter(names.messagesSent, "Data messages sent ({message})", binary, total("binarySent"))
+    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", text, total("textBytesReceived"))
+    counter(names.bytesReceived, "Payload bytes of the data messages received, inflated (By)", binary, total("binaryBytesReceived"))
+    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", text, total("textBytesSent"))
+    counter(names.bytesSent, "Payload bytes of the data messages sent, before deflate (By)", binary, total("binaryBytesSent"))
+    const received = [total("textReceived"), total("binaryReceived"), total("textBytesReceived"), total("binaryBytesReceived")] as const
+    const sent = [total("textSent"), total("binarySent"), total("textBytesSent"), total("binaryBytesSent")] as const
+    histogram(names.messageSize, "Payload size of each data message, inflated (By)", receive, SIZE_BOUNDARIES, () =>
+      this.sizeReceived.state(received[0]() + received[1](), received[2]() + received[3]()))
+    histogram(names.messageSize, "Payload size of each data message, inflated (By)", transmit, SIZE_BOUNDARIES, () =>
+      this.sizeSent.state(sent[0]() + sent[1](), sent[2]() + sent[3]()))
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", receive, () => this.originalReceived)
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", transmit, () => this.originalSent)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", receive, () => this.compressedReceived)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", transmit, () => this.compressedSent)
     counter(names.messagesDropped, "Messages discarded by the \"drop\" overflow policy ({message})", undefined, () => this.dropped)
-    histogram(names.sendWaitDuration, "Time a send waited for the outbound buffer to drain (s)", undefined, this.sendWait, DURATION_BOUNDARIES)
+    histogram(names.sendWaitDuration, "Time a send waited for the outbound buffer to drain (s)", undefined, DURATION_BOUNDARIES, () => this.sendWait.state())
     counter(names.socketPauses, "Times a socket stopped being read because its handler had not taken inboxHighWaterMark messages ({pause})", undefined, () => this.pauses)
   }
 
@@ -215,28 +283,6 @@ export class Instruments {
     }
     cell.count++
   }
-
-  received(text: boolean, size: number): void {
-    if (text) {
-      this.textReceived++
-      this.textBytesReceived += size
-    } else {
-      this.binaryReceived++
-      this.binaryBytesReceived += size
-    }
-    this.sizeReceived.observe(size)
-  }
-
-  sent(text: boolean, size: number): void {
-    if (text) {
-      this.textSent++
-      this.textBytesSent += size
-    } else {
-      this.binarySent++
-      this.binaryBytesSent += size
-    }
-    this.sizeSent.observe(size)
-  }
 }
 
 /**
@@ -262,31 +308,91 @@ export const instruments = (context: Context.Context<never>): Instruments => {
 }
 
 /**
- * What one connection sent and received (for its span), and the server's
- * instruments when metrics are on.
+ * What one connection sent and received, by message type: for its span, and
+ * for the server's message and byte counters, which add up the tallies of
+ * the open connections when a snapshot is taken (and keep the totals of the
+ * closed ones), so that counting a message costs the same two additions
+ * whether metrics are on or off. With metrics on, the message is also
+ * placed in its `websock.message.size` bucket.
  */
 export class Tally {
-  messagesReceived = 0
-  bytesReceived = 0
-  messagesSent = 0
-  bytesSent = 0
+  textReceived = 0
+  textBytesReceived = 0
+  binaryReceived = 0
+  binaryBytesReceived = 0
+  textSent = 0
+  textBytesSent = 0
+  binarySent = 0
+  binaryBytesSent = 0
   readonly instruments: Instruments | undefined
 
   constructor(instruments: Instruments | undefined) {
     this.instruments = instruments
+    instruments?.live.add(this)
   }
 
-  /** A data message handed to the handler (its payload inflated). */
+  get messagesReceived(): number {
+    return this.textReceived + this.binaryReceived
+  }
+  get bytesReceived(): number {
+    return this.textBytesReceived + this.binaryBytesReceived
+  }
+  get messagesSent(): number {
+    return this.textSent + this.binarySent
+  }
+  get bytesSent(): number {
+    return this.textBytesSent + this.binaryBytesSent
+  }
+
+  /**
+   * A data message handed to the handler (its payload inflated). Written out
+   * in full: it runs for every message, and bench/cost.ts counts what it
+   * costs.
+   */
   received(text: boolean, size: number): void {
-    this.messagesReceived++
-    this.bytesReceived += size
-    this.instruments?.received(text, size)
+    if (text) {
+      this.textReceived++
+      this.textBytesReceived += size
+    } else {
+      this.binaryReceived++
+      this.binaryBytesReceived += size
+    }
+    const m = this.instruments
+    if (m === undefined) return
+    const h = m.sizeReceived
+    h.counts[sizeBucket(size)]!++
+    if (size < h.min) h.min = size
+    if (size > h.max) h.max = size
   }
 
   /** A data message handed to the socket (`size`: before deflate). */
   sent(text: boolean, size: number): void {
-    this.messagesSent++
-    this.bytesSent += size
-    this.instruments?.sent(text, size)
+    if (text) {
+      this.textSent++
+      this.textBytesSent += size
+    } else {
+      this.binarySent++
+      this.binaryBytesSent += size
+    }
+    const m = this.instruments
+    if (m === undefined) return
+    const h = m.sizeSent
+    h.counts[sizeBucket(size)]!++
+    if (size < h.min) h.min = size
+    if (size > h.max) h.max = size
+  }
+
+  /** The connection has ended: its counts join the server's totals. */
+  end(): void {
+    const m = this.instruments
+    if (m === undefined || !m.live.delete(this)) return
+    m.textReceived += this.textReceived
+    m.textBytesReceived += this.textBytesReceived
+    m.binaryReceived += this.binaryReceived
+    m.binaryBytesReceived += this.binaryBytesReceived
+    m.textSent += this.textSent
+    m.textBytesSent += this.textBytesSent
+    m.binarySent += this.binarySent
+    m.binaryBytesSent += this.binaryBytesSent
   }
 }

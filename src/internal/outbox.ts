@@ -30,6 +30,9 @@ const SCRATCH_SIZE = 65536
  */
 let scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
 
+/** Below this many bytes left, a scratch buffer a socket holds on to is replaced rather than shared further. */
+const SCRATCH_REST = 4096
+
 const EMPTY = new Uint8Array(0)
 
 /** A data frame with this first header byte goes out: counted, unless deflated (RSV1, RFC 7692 §6), which is counted before deflate, or a control frame (queued with `frame` in the client role). */
@@ -193,6 +196,8 @@ export class Outbox {
     const masker = this.masker
     if (masker !== undefined) return this.flushMasked(masker, out, first, n, total)
     if (total <= SCRATCH_SIZE) {
+      // What is left of the scratch buffer may be too short for this flush.
+      if (total > scratch.length) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
       const buffer = scratch
       let at = 0 // where the next header or payload goes in `buffer`
       for (let i = 0; i < n; i++) {
@@ -217,8 +222,11 @@ export class Outbox {
       }
       socket.write(buffer.subarray(0, at))
       // Written synchronously, the kernel has the bytes and the buffer is free
-      // again; otherwise the socket holds it until it is written.
-      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+      // again; otherwise the socket holds its first `at` bytes until they are
+      // written (always, on an HTTP/2 stream or a TLS socket): the next
+      // flushes encode into the rest, so that small flushes share one
+      // allocation instead of taking 64 KiB each.
+      if (socket.writableLength > 0) scratch = buffer.length - at >= SCRATCH_REST ? buffer.subarray(at) : Buffer.allocUnsafeSlow(SCRATCH_SIZE)
     } else {
       socket.cork()
       for (let i = 0; i < n; i++) {

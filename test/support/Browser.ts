@@ -3,7 +3,7 @@
  * when missing) driven by `playwright-core`, with the flags this machine's
  * closed network needs. A test that needs it fails when it cannot launch.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import { type Browser, chromium } from "playwright-core"
 
@@ -11,7 +11,7 @@ import { type Browser, chromium } from "playwright-core"
  * Launches headless Chromium; `extraArgs` adds flags (e.g.
  * `--ignore-certificate-errors` for a test certificate).
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const launch = (extraArgs: ReadonlyArray<string> = []): Promise<Browser> =>
   chromium.launch({

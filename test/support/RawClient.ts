@@ -16,15 +16,25 @@
  * after the Close, and the server closing TCP first (RFC 6455 §7.1.1) with a
  * FIN, not a reset.
  *
+ * With `transport: "h2"` the same client runs over an HTTP/2 extended
+ * CONNECT stream (RFC 8441) of a `node:http2` session (TLS, the test
+ * certificate): the handshake is the stream's headers and `:status`, the
+ * frames its DATA, the FIN its END_STREAM, a reset its RST_STREAM; the
+ * server's reads are counted on its side of the stream (Node's
+ * `http2.server.stream.created` diagnostics channel).
+ *
  * @since 0.1.0
  */
 import { Buffer } from "node:buffer"
 import { randomBytes } from "node:crypto"
 import * as DiagnosticsChannel from "node:diagnostics_channel"
+import type * as NodeHttp2 from "node:http2"
 import * as Net from "node:net"
+import type { Duplex } from "node:stream"
 import * as Frame from "../../src/Frame.ts"
 import { chop as chopBytes, concat } from "../../src/testing.ts"
 import { text } from "./Bytes.ts"
+import * as Http2Session from "./Http2Session.ts"
 
 /**
  * How long any single wait lasts before failing the test.
@@ -74,7 +84,23 @@ export interface ConnectOptions {
   readonly allowRsv1?: boolean
   /** Timeout of the handshake. Default `defaultTimeout`. */
   readonly timeout?: number
+  /**
+   * `"h2"`: an extended CONNECT stream (RFC 8441) over TLS instead of an
+   * HTTP/1.1 upgrade over TCP. `method` is then `:method` (default
+   * CONNECT) and `headers` may replace the pseudo-headers (`:protocol`,
+   * `:scheme`, `:authority`); `key`, `request` and `chop` do not apply.
+   */
+  readonly transport?: Transport
+  /** With `"h2"`: the session to open the stream on (default: a new one, closed with the client). */
+  readonly session?: NodeHttp2.ClientHttp2Session
 }
+
+/**
+ * What a client runs over: TCP with an HTTP/1.1 upgrade, or an HTTP/2 stream.
+ *
+ * @since 0.2.0
+ */
+export type Transport = "tcp" | "h2"
 
 /**
  * How a write is cut into pieces: `size` bytes a piece, or a list of sizes
@@ -223,6 +249,8 @@ const parseHead = (head: string): HttpResponse => {
   return { status: Number(match[1]), statusText: match[2] ?? "", headers, rawHeaders, head }
 }
 
+const isClientStream = (io: Duplex): io is NodeHttp2.ClientHttp2Stream => "session" in io && "rstCode" in io
+
 /** Every client not yet closed, so that a test's `afterEach` can clean up. */
 const open = new Set<RawClient>()
 
@@ -238,7 +266,7 @@ export class RawClient {
    */
   static async connect(port: number, options: ConnectOptions = {}): Promise<RawClient> {
     const client = await RawClient.request(port, options)
-    if (client.response.status !== 101) {
+    if (!client.upgraded) {
       client.destroy()
       throw new Error(`expected 101, got ${client.response.status}:\n${client.response.head}\n${Buffer.from(client.body).toString("latin1")}`)
     }
@@ -247,6 +275,7 @@ export class RawClient {
 
   /** Connects, sends the upgrade request, and resolves with the response head read (any status). */
   static request(port: number, options: ConnectOptions = {}): Promise<RawClient> {
+    if (options.transport === "h2") return RawClient.requestH2(port, options)
     const key = options.key ?? randomBytes(16).toString("base64")
     let request: Uint8Array
     if (options.request !== undefined) {
@@ -281,12 +310,51 @@ export class RawClient {
     })
   }
 
+  /** `request` over an HTTP/2 extended CONNECT stream (RFC 8441 §4). */
+  private static async requestH2(port: number, options: ConnectOptions): Promise<RawClient> {
+    const own = options.session === undefined
+    const session = options.session ?? await Http2Session.connectSession(port, options.timeout)
+    const stream = session.request(Http2Session.connectHeaders(port, options), { endStream: false })
+    const client = new RawClient(stream, "", options.allowRsv1 ?? false)
+    if (own) {
+      client.ownSession = session
+      stream.once("close", () => session.close())
+    }
+    stream.once("response", (response) => {
+      client.responseHead = Http2Session.responseOf(response)
+      client.log.push(`response ${client.responseHead.status}`)
+      client.notify()
+    })
+    if (options.extra !== undefined) client.rawWrite(options.extra)
+    const ready = () => client.responseHead !== undefined || client.errorSeen !== undefined || client.closed
+    await client.waitFor(ready, options.timeout ?? defaultTimeout, "the HTTP/2 response")
+    if (client.responseHead !== undefined) return client
+    client.destroy()
+    throw client.failure(`no HTTP/2 response: ${client.errorSeen?.message ?? `stream closed (RST_STREAM ${stream.rstCode})`}`)
+  }
+
   /** Destroys every client still open (for `afterEach`). */
   static destroyAll(): void {
     for (const client of open) client.destroy()
   }
 
-  readonly socket: Net.Socket
+  /** The TCP socket, or the HTTP/2 stream (`transport: "h2"`). */
+  private readonly io: Duplex
+
+  /** The TCP socket (not with `transport: "h2"`: see `stream`). */
+  get socket(): Net.Socket {
+    if (!(this.io instanceof Net.Socket)) throw new Error("this client runs over an HTTP/2 stream, not a TCP socket")
+    return this.io
+  }
+
+  /** The HTTP/2 stream (with `transport: "h2"`). */
+  get stream(): NodeHttp2.ClientHttp2Stream {
+    const stream = this.h2
+    if (stream === undefined) throw new Error("this client runs over TCP, not an HTTP/2 stream")
+    return stream
+  }
+  /** With `transport: "h2"`: the session opened for this client alone. */
+  private ownSession: NodeHttp2.ClientHttp2Session | undefined = undefined
   /** The Sec-WebSocket-Key sent (with the default request). */
   readonly key: string
   /** What happened, in order, for failure messages. */
@@ -312,9 +380,11 @@ export class RawClient {
   private sent = 0
   /** The server's side of this connection, once seen. */
   private peer: Net.Socket | undefined = undefined
+  /** The server's side of this HTTP/2 stream, once seen. */
+  private peerStream: { readonly stream: NodeHttp2.Http2Stream; readonly pushed: number } | undefined = undefined
 
-  private constructor(socket: Net.Socket, key: string, allowRsv1: boolean) {
-    this.socket = socket
+  private constructor(socket: Duplex, key: string, allowRsv1: boolean) {
+    this.io = socket
     this.key = key
     this.decoder = Frame.initialDecoder({ role: "client", maxPayload: 2 ** 32, allowRsv1 })
     open.add(this)
@@ -344,6 +414,16 @@ export class RawClient {
     return this.responseHead
   }
 
+  /** Whether the server accepted the WebSocket (101 over HTTP/1.1, 200 on an HTTP/2 stream, RFC 8441 §5). */
+  get upgraded(): boolean {
+    return this.responseHead?.status === (this.h2 !== undefined ? 200 : 101)
+  }
+
+  /** Whether this client runs over an HTTP/2 stream. */
+  private get h2(): NodeHttp2.ClientHttp2Stream | undefined {
+    return isClientStream(this.io) ? this.io : undefined
+  }
+
   /** The bytes after the head of a non-101 response received so far. */
   get body(): Uint8Array {
     return concat(this.bodyParts)
@@ -367,8 +447,19 @@ export class RawClient {
    * until the server has accepted the connection.
    */
   serverBytesRead(): number | undefined {
+    const h2 = this.h2
+    if (h2 !== undefined) {
+      if (this.peerStream === undefined) {
+        const localPort = h2.session?.socket?.localPort
+        if (localPort === undefined) return undefined
+        this.peerStream = Http2Session.serverStream(localPort, h2.id)
+        if (this.peerStream === undefined) return undefined
+      }
+      return this.peerStream.pushed - this.peerStream.stream.readableLength
+    }
     if (this.peer === undefined) {
-      const { localPort, remotePort } = this.socket
+      const socket = this.io as Net.Socket
+      const { localPort, remotePort } = socket
       if (localPort === undefined || remotePort === undefined) return undefined
       this.peer = accepted.get(`${remotePort}:${localPort}`)
       if (this.peer === undefined) return undefined
@@ -398,6 +489,12 @@ export class RawClient {
   }
 
   private onData(chunk: Uint8Array): void {
+    if (this.h2 !== undefined) {
+      if (this.upgraded) this.onFrames(chunk)
+      else this.bodyParts.push(chunk)
+      this.notify()
+      return
+    }
     if (this.responseHead === undefined) {
       const all = concat([this.headBytes, chunk])
       const end = Buffer.from(all.buffer, all.byteOffset, all.length).indexOf("\r\n\r\n")
@@ -510,12 +607,12 @@ export class RawClient {
   }
 
   private rawWrite(data: Uint8Array): void {
-    if (this.socket.destroyed || this.socket.writableEnded) {
+    if (this.io.destroyed || this.io.writableEnded) {
       this.log.push(`write of ${data.length} bytes skipped: socket closed`)
       return
     }
     this.sent += data.length
-    this.socket.write(data)
+    this.io.write(data)
   }
 
   /**
@@ -674,9 +771,11 @@ export class RawClient {
     if (!this.ended) throw this.failure("the socket closed without the server's FIN")
     if (!this.serverClosedFirst) throw this.failure("the client closed TCP before the server did")
     this.weEnded = true
-    this.socket.end()
+    this.io.end()
     await this.waitFor(() => this.closed, timeout, "the socket to close")
     this.assertNoError()
+    const h2 = this.h2
+    if (h2 !== undefined && h2.rstCode !== 0) throw this.failure(`the stream was reset (RST_STREAM ${h2.rstCode})`)
     if (this.framesAfterClose > 0 || this.frames.length > 0) throw this.failure("the server sent frames after its Close")
     if (this.violation !== undefined) throw this.failure(this.violation)
     return close
@@ -695,12 +794,13 @@ export class RawClient {
   /** Ends our side of TCP (a FIN). */
   end(): void {
     this.weEnded = true
-    this.socket.end()
+    this.io.end()
   }
 
   destroy(): void {
     this.weEnded = true
-    this.socket.destroy()
+    this.io.destroy()
+    this.ownSession?.destroy()
     open.delete(this)
   }
 }

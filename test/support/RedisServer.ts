@@ -5,7 +5,7 @@
  * to test reconnects) by the test. A test that needs it fails when it cannot
  * start; it never skips.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as net from "node:net"
@@ -15,7 +15,7 @@ import { until } from "./Wait.ts"
 /**
  * A free TCP port on 127.0.0.1 (bound, read, released).
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
@@ -28,7 +28,7 @@ export const freePort = (): Promise<number> =>
   })
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  */
 export interface RedisServer {
   readonly port: number
@@ -82,7 +82,7 @@ const exit = (child: ChildProcess): Promise<void> =>
 /**
  * Starts a Redis server on a free port.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 export const start = async (): Promise<RedisServer> => {
   const port = await freePort()

@@ -11,6 +11,9 @@ import * as Exit from "effect/Exit"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { readFileSync } from "node:fs"
+import * as NodeHttp2 from "node:http2"
+import * as Http2 from "../../src/Http2.ts"
 import * as Server from "../../src/Server.ts"
 import type * as WebSocket from "../../src/WebSocket.ts"
 
@@ -94,4 +97,66 @@ export const withServer = async <A>(
   } finally {
     await started.close()
   }
+}
+
+const testCertificate = readFileSync(new URL("../fixtures/localhost.crt", import.meta.url))
+const testKey = readFileSync(new URL("../fixtures/localhost.key", import.meta.url))
+
+/**
+ * Starts a `node:http2` secure server (the test certificate, `allowHTTP1`)
+ * on 127.0.0.1 with websock attached (`Http2.attach`; default route: `/ws`
+ * echo), in a scope of its own: the same routes answer HTTP/2 extended
+ * CONNECT streams (RFC 8441) and HTTP/1.1 upgrades. `close` shuts websock
+ * down (1001, then GOAWAY), then closes the server.
+ *
+ * @since 0.2.0
+ */
+export const startHttp2 = async (options: TestOptions = {}): Promise<StartedHttp2Server> => {
+  const { logLevel, host: _host, port: _port, maxHeadSize: _maxHeadSize, ...rest } = options
+  const server = NodeHttp2.createSecureServer({ cert: testCertificate, key: testKey, allowHTTP1: true }, (_req, res) => {
+    res.writeHead(404).end("not found")
+  })
+  const own = new Set<NodeHttp2.ServerHttp2Session>()
+  sessions.set(server, own)
+  server.on("session", (session) => {
+    own.add(session)
+    session.once("close", () => own.delete(session))
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const scope = Scope.makeUnsafe()
+  const { host: _h, port: _p, ...defaults } = testDefaults
+  const upgrader = await Effect.runPromise(
+    Http2.attach(server, { ...defaults, routes: { "/ws": echo }, ...rest }).pipe(
+      Scope.provide(scope),
+      Effect.provideService(References.MinimumLogLevel, logLevel ?? "Error")
+    )
+  )
+  let closing: Promise<void> | undefined = undefined
+  return {
+    port: (server.address() as { readonly port: number }).port,
+    server,
+    upgrader,
+    close: () =>
+      (closing ??= Effect.runPromise(Scope.close(scope, Exit.void)).then(() =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve())
+          // Sessions that never carried a WebSocket (and so got no GOAWAY) end too.
+          for (const session of sessions.get(server) ?? []) session.destroy()
+        })
+      ))
+  }
+}
+
+/** The sessions of each test HTTP/2 server, for `close`. */
+const sessions = new WeakMap<NodeHttp2.Http2SecureServer, Set<NodeHttp2.ServerHttp2Session>>()
+
+/**
+ * @since 0.2.0
+ */
+export interface StartedHttp2Server {
+  readonly port: number
+  readonly server: NodeHttp2.Http2SecureServer
+  readonly upgrader: Http2.Upgrader
+  /** Shuts websock down (closes its scope), then closes the server. */
+  readonly close: () => Promise<void>
 }

@@ -6,7 +6,7 @@
  * `Topics` layer; `join` connects raw clients to a topic and waits until the
  * server counts them; `value` reads a counter or gauge of its registry.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
