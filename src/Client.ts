@@ -342,6 +342,8 @@ const requestOf = (
     path: url.pathname === "" ? "/" : url.pathname,
     query: new URLSearchParams(url.search),
     params: {},
+    // RFC 6455 §4.1: the opening handshake is an HTTP/1.1 upgrade.
+    httpVersion: "1.1",
     headers,
     cookies: new Map(),
     remoteAddress: socket.remoteAddress,
