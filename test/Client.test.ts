@@ -347,6 +347,36 @@ describe("wss://", () => {
   })
 })
 
+describe("the outbox's shared scratch buffer", () => {
+  it("a client's 65,000-byte message right after a TLS server's small flush in the same process goes out whole (the rest of the buffer the TLS socket holds is too short for it)", async () => {
+    const cert = Fs.readFileSync(Path.join(fixtures, "localhost.crt"))
+    const key = Fs.readFileSync(Path.join(fixtures, "localhost.key"))
+    const https = await import("node:https")
+    const Upgrade = await import("../src/Upgrade.ts")
+    const server = https.createServer({ cert, key })
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+    const scope = Scope.makeUnsafe()
+    cleanups.push(async () => {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    })
+    await Effect.runPromise(Scope.provide(Upgrade.attach(server, { ...TestServer.testDefaults, routes: { "/ws": TestServer.echo } }), scope))
+    const tlsPort = (server.address() as Net.AddressInfo).port
+    const plain = await echoServer()
+    const big = new Uint8Array(65_000).map((_, i) => i % 251)
+    const echoed = await run(Effect.gen(function*() {
+      const overTls = yield* Client.connect(`wss://localhost:${tlsPort}/ws`, { tls: { ca: cert }, compression: false })
+      const other = yield* Client.connect(plain, { compression: false })
+      // The TLS server's echo of 1,000 bytes: its socket holds the start of the scratch buffer.
+      yield* overTls.send(new Uint8Array(1000))
+      expect(((yield* overTls.receive) as Uint8Array).length).toBe(1000)
+      yield* other.send(big)
+      return yield* other.receive
+    }))
+    expect(Buffer.from(echoed as Uint8Array).equals(Buffer.from(big))).toBe(true)
+  })
+})
+
 describe("Effect's Socket (toSocket, layerSocket)", () => {
   class Echo extends Rpc.make("Echo", { payload: { text: Schema.String }, success: Schema.String }) {}
   class Count extends Rpc.make("Count", { payload: { n: Schema.Number }, success: Schema.Number, stream: true }) {}

@@ -263,6 +263,8 @@ export class Outbox {
       total += 4
     }
     if (total <= SCRATCH_SIZE) {
+      // What is left of the scratch buffer may be too short for this flush (see `flush`).
+      if (total > scratch.length) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
       const buffer = scratch
       let at = 0 // where the next header or payload goes in `buffer`
       for (let i = 0; i < n; i++) {
@@ -285,7 +287,7 @@ export class Outbox {
         }
       }
       socket.write(buffer.subarray(0, at))
-      if (socket.writableLength > 0) scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE)
+      if (socket.writableLength > 0) scratch = buffer.length - at >= SCRATCH_REST ? buffer.subarray(at) : Buffer.allocUnsafeSlow(SCRATCH_SIZE)
     } else {
       socket.cork()
       for (let i = 0; i < n; i++) {
