@@ -36,7 +36,7 @@
  * `RpcClient.layerProtocolSocket` runs, and reconnects, over it; `toSocket`
  * shows one connection as one.
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -57,6 +57,7 @@ import { Driver } from "./internal/driver.ts"
 import * as Masker from "./internal/masker.ts"
 import * as Settings from "./internal/settings.ts"
 import * as PerMessageDeflate from "./PerMessageDeflate.ts"
+import type * as Server from "./Server.ts"
 import * as WebsockSocket from "./Socket.ts"
 import type * as WebSocket from "./WebSocket.ts"
 
@@ -69,10 +70,10 @@ import type * as WebSocket from "./WebSocket.ts"
  * names, same meaning, same checks), with two defaults of the client's own:
  * `pingInterval` and `idleTimeout` are off (0) unless set.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category options
  */
-export interface Options {
+export interface Options extends Server.ConnectionOptions {
   /** Subprotocols to offer, in order of preference (`Sec-WebSocket-Protocol`). */
   readonly protocols?: ReadonlyArray<string> | undefined
   /** More request headers (Authorization, Cookie, ...); the handshake's own may not be set. */
@@ -97,15 +98,6 @@ export interface Options {
   readonly followRedirects?: number | undefined
   /** The largest response head, in bytes; default 16 KiB. */
   readonly maxHeadSize?: number | undefined
-  readonly maxMessageSize?: number | undefined
-  readonly closeTimeout?: Duration.Input | undefined
-  readonly pingInterval?: Duration.Input | undefined
-  readonly idleTimeout?: Duration.Input | undefined
-  readonly maxLifetime?: Duration.Input | undefined
-  readonly highWaterMark?: number | undefined
-  readonly maxBufferedAmount?: number | undefined
-  readonly overflow?: WebSocket.OverflowPolicy | undefined
-  readonly inboxHighWaterMark?: number | undefined
 }
 
 /** The options, checked and resolved once per `connect`. */
@@ -452,7 +444,7 @@ const run = (settings: Resolved, upgraded: Upgraded): Effect.Effect<WebSocket.We
  * answer our request (RFC 6455 §4.1), `Redirected` for a redirect not
  * followed. With `retry`, failed attempts are retried on its schedule.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category constructors
  */
 export const connect = (
@@ -476,7 +468,7 @@ export const connect = (
  * `Socket.Socket` (`Socket.toSocket`), in the current scope: one
  * connection, whose end is the socket's.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category constructors
  */
 export const toSocket = (url: string | URL, options?: Options): Effect.Effect<Socket.Socket, ClientError, Scope.Scope> =>
@@ -497,7 +489,7 @@ const openError = (error: ClientError): Socket.SocketError =>
  * (`SocketOpenError`, kind `"Timeout"` for `ConnectTimeout`), whose `cause`
  * is the `ClientError`.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category constructors
  */
 export const makeSocket = (url: string | URL, options?: Options): Socket.Socket => {
@@ -548,7 +540,7 @@ export const makeSocket = (url: string | URL, options?: Options): Socket.Socket 
  * sockets (`RpcClient.layerProtocolSocket()`, ...): each reader a fresh
  * connection, so that it reconnects as Effect's own WebSocket layers do.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category layers
  */
 export const layerSocket = (url: string | URL, options?: Options): Layer.Layer<Socket.Socket> =>

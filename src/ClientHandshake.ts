@@ -20,7 +20,7 @@
  *   into the codec's (our compressor is the client's window, our
  *   decompressor the server's).
  *
- * @since 0.3.0
+ * @since 0.2.0
  */
 import { Buffer } from "node:buffer"
 import * as Handshake from "./Handshake.ts"
@@ -37,7 +37,7 @@ const { isFieldValue, isOws, isToken, latin1Decode, latin1Encode, trimOws } = Sy
  * A `Sec-WebSocket-Key` (RFC 6455 §4.1 item 7): the base64 of 16 bytes,
  * which the caller draws from a random source.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category request
  */
 export const makeKey = (random: Uint8Array): string => {
@@ -64,13 +64,13 @@ const RESERVED_REQUEST = new Set([
  * Connection, Sec-WebSocket-Key, -Version, -Protocol, -Extensions) or a GET
  * upgrade may not carry it (Content-Length, Transfer-Encoding).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category request
  */
 export const isReservedRequestHeader = (name: string): boolean => RESERVED_REQUEST.has(name.toLowerCase())
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category request
  */
 export interface RequestOptions {
@@ -95,7 +95,7 @@ export interface RequestOptions {
  * fail `Handshake.isValidHeader` or are reserved are dropped, so the request
  * cannot be split).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category request
  */
 export const request = (options: RequestOptions): Uint8Array => {
@@ -129,7 +129,7 @@ export const request = (options: RequestOptions): Uint8Array => {
  * A parsed response head. Header names lower-cased, repeated headers joined
  * with ", ", values Latin-1 decoded and trimmed.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category response
  */
 export interface Response {
@@ -144,7 +144,7 @@ export interface Response {
  * The response reader between chunks: the bytes so far (a head is small:
  * at most `maxHeadSize`). Immutable.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category response
  */
 export interface ResponseState {
@@ -153,7 +153,7 @@ export interface ResponseState {
 }
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category response
  */
 export type ResponseResult =
@@ -164,7 +164,7 @@ export type ResponseResult =
   | { readonly _tag: "Complete"; readonly response: Response; readonly rest: Uint8Array }
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category response
  */
 export const initialResponse = (maxHeadSize: number): ResponseState => ({ maxHeadSize, received: new Uint8Array(0) })
@@ -174,7 +174,7 @@ export const initialResponse = (maxHeadSize: number): ResponseState => ({ maxHea
  * the bytes are chopped. Line endings are strict CRLF (a bare CR or LF is
  * `Malformed`), as `Handshake.feedHead` reads requests.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category response
  */
 export const feedResponse = (state: ResponseState, chunk: Uint8Array): ResponseResult => {
@@ -233,7 +233,7 @@ const parseResponse = (head: string): Response | string => {
  * (§7.1.2.2: we can compress with any window the server asks for), with
  * `clientMaxWindowBits` as its value when below 15.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category permessage-deflate
  */
 export const deflateOffer = (options: PerMessageDeflate.Options): string => {
@@ -258,7 +258,7 @@ const WINDOW_BITS = /^(?:[89]|1[0-5])$/
  * for, or a `client_max_window_bits` we did not offer or above the one we
  * offered, fails the connection.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category permessage-deflate
  */
 export const acceptDeflate = (
@@ -319,7 +319,7 @@ export const acceptDeflate = (
  * with the server's window and inflates with the client's): the two
  * directions swapped.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category permessage-deflate
  */
 export const clientCodecParams = (negotiated: PerMessageDeflate.Negotiated): PerMessageDeflate.Negotiated => ({
@@ -336,7 +336,7 @@ export const clientCodecParams = (negotiated: PerMessageDeflate.Negotiated): Per
 /**
  * What the request asked for, to check the answer against.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category validation
  */
 export interface Expectation {
@@ -347,7 +347,7 @@ export interface Expectation {
 }
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category validation
  */
 export type Validation =
@@ -378,7 +378,7 @@ const listHas = (value: string | undefined, token: string): boolean =>
  * extensions only those offered (each once, with valid parameters), and a
  * subprotocol, when there is one, that we offered.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category validation
  */
 export const validateResponse = (response: Response, expected: Expectation): Validation => {

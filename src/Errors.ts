@@ -181,7 +181,7 @@ export class UpgradeRejected extends Data.TaggedError("UpgradeRejected")<{
  * The client could not reach the server: DNS, TCP or TLS failed, or the
  * connection was lost before the handshake's answer.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
@@ -197,7 +197,7 @@ export class ConnectFailed extends Data.TaggedError("ConnectFailed")<{
 /**
  * The opening handshake did not finish within the client's `connectTimeout`.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export class ConnectTimeout extends Data.TaggedError("ConnectTimeout")<{
@@ -217,7 +217,7 @@ export class ConnectTimeout extends Data.TaggedError("ConnectTimeout")<{
  * "invalid permessage-deflate parameter server_max_window_bits=16".
  * `status` is the response's status, when it had one.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export class HandshakeFailed extends Data.TaggedError("HandshakeFailed")<{
@@ -234,7 +234,7 @@ export class HandshakeFailed extends Data.TaggedError("HandshakeFailed")<{
  * The server answered with a redirect (3xx) and the client was not asked to
  * follow it (`followRedirects`), or followed as many as it may.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export class Redirected extends Data.TaggedError("Redirected")<{
@@ -250,7 +250,7 @@ export class Redirected extends Data.TaggedError("Redirected")<{
 /**
  * What can go wrong when a client connects (bad options: `InvalidOption`).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export type ClientErrorReason = ConnectFailed | ConnectTimeout | HandshakeFailed | Redirected | InvalidOption
@@ -258,7 +258,7 @@ export type ClientErrorReason = ConnectFailed | ConnectTimeout | HandshakeFailed
 /**
  * The error of `Client.connect`, with its `reason`.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category errors
  */
 export class ClientError extends Data.TaggedError("ClientError")<{

@@ -44,7 +44,7 @@ import type * as Scope from "effect/Scope"
 import type { IncomingMessage } from "node:http"
 import type * as NodeHttp2 from "node:http2"
 import type { Duplex } from "node:stream"
-import { InvalidOption, ServerError } from "./Errors.ts"
+import type { ServerError } from "./Errors.ts"
 import type * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
 import * as Http2Stream from "./internal/http2Stream.ts"
@@ -213,12 +213,8 @@ export const attach = <const Routes extends Readonly<Record<string, Server.Route
   options: Options<Routes> & { readonly unmatched?: "reject" | "ignore" | undefined }
 ): Effect.Effect<Upgrader, ServerError, Scope.Scope | Server.Requirements<Routes>> =>
   Effect.gen(function*() {
-    const { unmatched = "reject", ...rest } = options
-    if (unmatched !== "reject" && unmatched !== "ignore") {
-      return yield* new ServerError({
-        reason: new InvalidOption({ option: "unmatched", problem: `must be "reject" or "ignore", got ${String(unmatched)}` })
-      })
-    }
+    const { unmatched: option, ...rest } = options
+    const unmatched = yield* NodeUpgrade.unmatchedOption(option)
     const upgrader = yield* make(rest as Options<Routes>)
     const onStream = (stream: NodeHttp2.ServerHttp2Stream, headers: NodeHttp2.IncomingHttpHeaders) => {
       if (!Http2Stream.isWebSocketConnect(headers)) return

@@ -149,6 +149,34 @@ type EffectRequirements<F> = F extends (...args: any) => infer Out
   : never
 
 /**
+ * The settings of one connection, the same on a server and on a client
+ * (`websock/Client`, whose `pingInterval` and `idleTimeout` default to 0).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ConnectionOptions {
+  /** Largest message, across all its fragments and after inflating (1009 beyond). Default 1 MiB. */
+  readonly maxMessageSize?: number | undefined
+  /** Time to wait for the peer's Close after ours, then for its TCP close. Default 5 s. */
+  readonly closeTimeout?: Duration.Input | undefined
+  /** Interval of automatic Pings; 0 disables them. Default 30 s. */
+  readonly pingInterval?: Duration.Input | undefined
+  /** A peer that sends nothing (no Pong, no data) for this long is closed with 1001; 0 disables. Default 120 s. */
+  readonly idleTimeout?: Duration.Input | undefined
+  /** Maximum lifetime of a connection (closed with 1001 after it); 0 disables. Default 0. */
+  readonly maxLifetime?: Duration.Input | undefined
+  /** `send` suspends while more than this many bytes wait to be written. Default 1 MiB. */
+  readonly highWaterMark?: number | undefined
+  /** The ceiling for the `"drop"` and `"close"` overflow policies, and for automatic Pongs. Default 16 MiB. */
+  readonly maxBufferedAmount?: number | undefined
+  /** What `send` does above the ceiling. Default `"wait"`. */
+  readonly overflow?: WebSocket.OverflowPolicy | undefined
+  /** Messages not yet taken by the handler above which the socket is no longer read. Default 256. */
+  readonly inboxHighWaterMark?: number | undefined
+}
+
+/**
  * The server's settings. Every one has a safe default (see `defaults`). Time
  * settings take a `Duration.Input` ("10 seconds", or a number of
  * milliseconds).
@@ -156,7 +184,9 @@ type EffectRequirements<F> = F extends (...args: any) => infer Out
  * @since 0.1.0
  * @category models
  */
-export interface Options<Routes extends Readonly<Record<string, RouteInput>> = Readonly<Record<string, RouteInput<Scope.Scope>>>> {
+export interface Options<Routes extends Readonly<Record<string, RouteInput>> = Readonly<Record<string, RouteInput<Scope.Scope>>>>
+  extends ConnectionOptions
+{
   /** TCP port; 0 picks a free one. Default 0. */
   readonly port?: number | undefined
   /** Address to listen on. Default: all interfaces. */
@@ -175,28 +205,10 @@ export interface Options<Routes extends Readonly<Record<string, RouteInput>> = R
    * `make` with `InvalidOption`.
    */
   readonly routes: Routes
-  /** Largest message, across all its fragments and after inflating (1009 beyond). Default 1 MiB. */
-  readonly maxMessageSize?: number | undefined
   /** Largest HTTP request head (431 beyond). Default 16 KiB. */
   readonly maxHeadSize?: number | undefined
   /** Time to complete the upgrade request (slowloris). Default 10 s. */
   readonly handshakeTimeout?: Duration.Input | undefined
-  /** Time to wait for the peer's Close after ours, then for its TCP close. Default 5 s. */
-  readonly closeTimeout?: Duration.Input | undefined
-  /** Interval of automatic Pings; 0 disables them. Default 30 s. */
-  readonly pingInterval?: Duration.Input | undefined
-  /** A peer that sends nothing (no Pong, no data) for this long is closed with 1001; 0 disables. Default 120 s. */
-  readonly idleTimeout?: Duration.Input | undefined
-  /** Maximum lifetime of a connection (closed with 1001 after it); 0 disables. Default 0. */
-  readonly maxLifetime?: Duration.Input | undefined
-  /** `send` suspends while more than this many bytes wait to be written. Default 1 MiB. */
-  readonly highWaterMark?: number | undefined
-  /** The ceiling for the `"drop"` and `"close"` overflow policies, and for automatic Pongs. Default 16 MiB. */
-  readonly maxBufferedAmount?: number | undefined
-  /** What `send` does above the ceiling. Default `"wait"`. */
-  readonly overflow?: WebSocket.OverflowPolicy | undefined
-  /** Messages not yet taken by the handler above which the socket is no longer read. Default 256. */
-  readonly inboxHighWaterMark?: number | undefined
   /** Open and opening connections beyond which an upgrade is answered 503. Default 10,000. */
   readonly maxConnections?: number | undefined
   /** On shutdown, time for open connections to finish their closing handshake. Default 10 s. */

@@ -31,7 +31,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
-import { InvalidOption, ServerError } from "./Errors.ts"
+import type { ServerError } from "./Errors.ts"
 import * as Engine from "./internal/engine.ts"
 import * as NodeUpgrade from "./internal/nodeUpgrade.ts"
 import * as Settings from "./internal/settings.ts"
@@ -120,12 +120,8 @@ export const attach = <const Routes extends Readonly<Record<string, Server.Route
   options: Options<Routes> & { readonly unmatched?: "reject" | "ignore" | undefined }
 ): Effect.Effect<Upgrader, ServerError, Scope.Scope | Server.Requirements<Routes>> =>
   Effect.gen(function*() {
-    const { unmatched = "reject", ...rest } = options
-    if (unmatched !== "reject" && unmatched !== "ignore") {
-      return yield* new ServerError({
-        reason: new InvalidOption({ option: "unmatched", problem: `must be "reject" or "ignore", got ${String(unmatched)}` })
-      })
-    }
+    const { unmatched: option, ...rest } = options
+    const unmatched = yield* NodeUpgrade.unmatchedOption(option)
     const upgrader = yield* make(rest as Options<Routes>)
     const listener = (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
       // Node gives every upgrade to every listener: a 404 is ours to send

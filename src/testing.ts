@@ -303,7 +303,7 @@ export const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
 // ---------------------------------------------------------------------------
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export interface FuzzOptions {
@@ -329,13 +329,13 @@ export interface FuzzOptions {
  * what the server did wrong, what it sent, and the seed and path to replay
  * it), or no failure.
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export type FuzzReport = Fuzz.Report
 
 /**
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export type FuzzSession = Sessions.Session
@@ -363,7 +363,7 @@ export type FuzzSession = Sessions.Session
  * A failure is shrunk to the smallest failing session. Never rejects for a
  * fault of the server's: see the report (`assertFuzz` throws it).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export const fuzz = (options: FuzzOptions): Promise<FuzzReport> => {
@@ -379,7 +379,7 @@ export const fuzz = (options: FuzzOptions): Promise<FuzzReport> => {
  * `fuzz`, rejecting with the printed failure (for a test: `await
  * Testing.assertFuzz({ url })`).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export const assertFuzz = async (options: FuzzOptions): Promise<FuzzReport> => {
@@ -392,7 +392,7 @@ export const assertFuzz = async (options: FuzzOptions): Promise<FuzzReport> => {
  * Starts `handler` as a websock route (`/fuzz`) on a free port of
  * 127.0.0.1, with `server` options, and fuzzes it (`fuzz`).
  *
- * @since 0.3.0
+ * @since 0.2.0
  * @category fuzzing
  */
 export const fuzzRoute = (

@@ -17,6 +17,7 @@ import WebSocket from "ws"
 import * as Server from "../src/Server.ts"
 import type * as Ws from "../src/WebSocket.ts"
 import { RawClient } from "./support/RawClient.ts"
+import * as Registry from "./support/Registry.ts"
 import * as TestServer from "./support/TestServer.ts"
 import { until } from "./support/Wait.ts"
 
@@ -59,17 +60,10 @@ const withServer = async (options: Partial<Server.Options>, body: (server: Meter
 }
 
 /** The series of `id` whose attributes include `attributes`. */
-const series = (server: Metered, id: string, attributes: Record<string, string> = {}) =>
-  server.snapshot().filter((s) =>
-    s.id === id && Object.entries(attributes).every(([k, v]) => (s.attributes as Record<string, string> | undefined)?.[k] === v)
-  )
+const series = (server: Metered, id: string, attributes: Record<string, string> = {}) => Registry.series(server.snapshot(), id, attributes)
 
 /** A counter's or a gauge's value (summed over the matching series; 0 when none). */
-const value = (server: Metered, id: string, attributes?: Record<string, string>): number =>
-  series(server, id, attributes).reduce((sum, s) => {
-    const state = s.state as { count?: number; value?: number }
-    return sum + Number(state.count ?? state.value ?? 0)
-  }, 0)
+const value = (server: Metered, id: string, attributes?: Record<string, string>): number => Registry.value(server.snapshot(), id, attributes)
 
 /** A histogram's state (the one series matching). */
 const histogram = (server: Metered, id: string, attributes?: Record<string, string>): Metric.HistogramState => {

@@ -7,9 +7,11 @@
  *
  * @internal
  */
+import * as Effect from "effect/Effect"
 import type * as Tracer from "effect/Tracer"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
+import { InvalidOption, ServerError } from "../Errors.ts"
 import * as Handshake from "../Handshake.ts"
 import * as Engine from "./engine.ts"
 import type * as Router from "./router.ts"
@@ -51,3 +53,9 @@ export const handleUpgrade = (
   if (typeof fields === "string") return Engine.rejectAndEnd(engine, socket, 400, fields)
   Engine.upgrade(engine, socket, fields, head, Date.now() + engine.settings.handshakeTimeout, matched, parent)
 }
+
+/** The `unmatched` option of `Upgrade.attach` and `Http2.attach`: `"reject"` (default) or `"ignore"`, anything else `InvalidOption`. */
+export const unmatchedOption = (value: unknown): Effect.Effect<"reject" | "ignore", ServerError> =>
+  value === undefined || value === "reject" || value === "ignore"
+    ? Effect.succeed(value ?? "reject")
+    : Effect.fail(new ServerError({ reason: new InvalidOption({ option: "unmatched", problem: `must be "reject" or "ignore", got ${String(value)}` }) }))

@@ -20,6 +20,7 @@ import * as Server from "../../src/Server.ts"
 import type * as Topics from "../../src/Topics.ts"
 import type * as WebSocket from "../../src/WebSocket.ts"
 import { RawClient } from "./RawClient.ts"
+import * as Registry from "./Registry.ts"
 import * as TestServer from "./TestServer.ts"
 import { until } from "./Wait.ts"
 
@@ -90,11 +91,5 @@ export const join = async (s: Started, topic: string, n: number, options: Parame
   return clients
 }
 
-export const value = (s: Started, id: string, attributes: Record<string, string> = {}): number =>
-  s.snapshot()
-    .filter((m) => m.id === id && Object.entries(attributes).every(([k, v]) => (m.attributes as Record<string, string> | undefined)?.[k] === v))
-    .reduce((sum, m) => {
-      const state = m.state as { count?: number; value?: number }
-      return sum + Number(state.count ?? state.value ?? 0)
-    }, 0)
+export const value = (s: Started, id: string, attributes: Record<string, string> = {}): number => Registry.value(s.snapshot(), id, attributes)
 
