@@ -42,7 +42,7 @@ const port = Number(process.env.PORT ?? 8082)
 const redisUrl = process.env.REDIS_URL
 const workers = Number(process.env.WORKERS ?? 1)
 /** Platforms whose kernel spreads the connections of one port among processes (SO_REUSEPORT). */
-const reusePort = ["linux", "freebsd", "openbsd", "netbsd", "sunos"].includes(process.platform)
+const reusePort = ["linux", "freebsd"].includes(process.platform)
 
 const page = `<!doctype html>
 <html lang="en">
@@ -175,7 +175,9 @@ const primary = (): void => {
         return
       }
       console.error(`worker ${index} exited (${signal ?? code}); starting it again`)
-      setTimeout(() => start(index), 500)
+      setTimeout(() => {
+        if (!stopping) start(index)
+      }, 500)
     })
   }
   for (let i = 0; i < workers; i++) start(i)

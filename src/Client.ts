@@ -230,9 +230,16 @@ const attempt = (settings: Resolved, url: URL): Effect.Effect<Attempt, ClientErr
     const deflate = settings.connection.compression
     const extensions = deflate === undefined ? undefined : ClientHandshake.deflateOffer(deflate)
     const target = `${url.pathname === "" ? "/" : url.pathname}${url.search}`
-    const socket: Net.Socket = secure
-      ? Tls.connect({ host, port, servername: Net.isIP(host) === 0 ? host : undefined, ALPNProtocols: ["http/1.1"], ...settings.tls })
-      : Net.connect({ host, port })
+    let socket: Net.Socket
+    try {
+      socket = secure
+        ? Tls.connect({ host, port, servername: Net.isIP(host) === 0 ? host : undefined, ALPNProtocols: ["http/1.1"], ...settings.tls })
+        : Net.connect({ host, port })
+    } catch (cause) {
+      // A TLS option Node refuses at once (a malformed ca, cert or key).
+      resume(failWith(new ConnectFailed({ url: href, cause })))
+      return
+    }
     socket.setNoDelay(true)
     // Kept for good: an error between the handshake and the driver's listeners is not thrown.
     socket.on("error", ignore)
@@ -344,8 +351,9 @@ const requestOf = (
 }
 
 /** One attempt under `connectTimeout`, following redirects up to `followRedirects`. */
-const handshake = (settings: Resolved): Effect.Effect<Upgraded, ClientError> =>
+const handshake = (initial: Resolved): Effect.Effect<Upgraded, ClientError> =>
   Effect.gen(function*() {
+    let settings = initial // the request's settings for this hop (headers dropped for another host)
     let url = settings.url // where this hop goes
     for (let hop = 0; ; hop++) {
       const href = url.href
@@ -363,7 +371,14 @@ const handshake = (settings: Resolved): Effect.Effect<Upgraded, ClientError> =>
         try: () => parseUrl(new URL(result.location!, url.href.replace(/^ws/, "http")), "location"),
         catch: () => new ClientError({ reason: new HandshakeFailed({ url: href, what: `redirect to an invalid URL ${JSON.stringify(result.location)}`, status: result.status }) })
       })
-      url = yield* next
+      const to = yield* next
+      // RFC 6455 §4.1 leaves redirects to the client: never from wss: to ws:,
+      // and the request's own headers (credentials) only to the same origin.
+      if (url.protocol === "wss:" && to.protocol !== "wss:") {
+        return yield* failWith(new HandshakeFailed({ url: href, what: `redirect from wss: to ${to.protocol} refused`, status: result.status }))
+      }
+      if (to.host !== url.host) settings = { ...settings, headers: [], tls: settings.tls === undefined ? undefined : { ...settings.tls, servername: undefined } }
+      url = to
     }
   })
 

@@ -132,11 +132,15 @@ export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Red
     registerMetrics(context, counts)
     const origin = randomBytes(8)
     const self = origin.toString("hex")
-    const socket = { ...(client.options?.socket ?? {}), reconnectStrategy: backoff }
-    const connect = (name: string, extra: Record<string, unknown>) =>
+    const connect = (name: string, extra: Record<string, unknown>, onBack: () => void = () => {}) =>
       Effect.acquireRelease(
         Effect.tryPromise({
           try: async () => {
+            let ready = false // set on the first `ready`: before it, a failure fails the layer (Redis unreachable at start)
+            const socket = {
+              ...(client.options?.socket ?? {}),
+              reconnectStrategy: (retries: number, cause: Error) => (ready ? backoff(retries) : cause)
+            }
             const connection = client.duplicate({ ...extra, socket })
             let lost = false
             connection.on("error", (cause: unknown) => {
@@ -145,10 +149,12 @@ export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Red
               runSync(Effect.logWarning(`websock: Redis ${name} connection lost; reconnecting`, String(cause)))
             })
             connection.on("ready", () => {
+              ready = true
               if (!lost) return
               lost = false
               counts.reconnects++
               runSync(Effect.logInfo(`websock: Redis ${name} connection back`))
+              onBack()
             })
             await connection.connect()
             return connection
@@ -159,14 +165,20 @@ export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Red
       )
     // Commands fail at once while the connection is down (counted), instead of queueing without bound.
     const publisher = yield* connect("publisher", { disableOfflineQueue: true })
-    const subscriber = yield* connect("subscriber", {})
+    // Back after a loss: every live topic is subscribed again. node-redis
+    // resubscribes the channels it had answers for, but not one whose
+    // SUBSCRIBE was in flight when the connection went (subscribing twice is
+    // one subscription).
+    const subscriber = yield* connect("subscriber", {}, () => {
+      if (channels.size > 0) subscriber.subscribe([...channels.keys()], onMessage, true).catch(warn("SUBSCRIBE after reconnecting"))
+    })
     /** Topics with local subscribers, by channel; what was seen of each, per origin. */
     const channels = new Map<string, { readonly topic: string; readonly seen: Seen }>()
     /** The next sequence number of each topic published here. */
     const sequence = new Map<string, number>()
 
     const onMessage = (message: Buffer, channel: Buffer): void => {
-      const entry = channels.get(channel.toString("latin1"))
+      const entry = channels.get(channel.toString())
       if (entry === undefined) return // unsubscribed meanwhile
       const kind = message.length >= HEADER ? message[0] : 0
       if (kind !== TEXT && kind !== BINARY) {
@@ -179,8 +191,9 @@ export const make = (options?: Options): Effect.Effect<Topics.TopicsService, Red
       const last = entry.seen.get(from)
       if (last !== undefined) {
         const gap = (seq - last - 1) >>> 0
+        // One connection publishes in order: a number below the last is its
+        // origin's sequence starting again, delivered as a new baseline.
         if (gap > 0 && gap < 0x80000000) counts.missed += gap
-        else if (gap !== 0) return // an older message than the last: not delivered out of order
       }
       entry.seen.set(from, seq)
       const payload = message.subarray(HEADER)

@@ -169,7 +169,8 @@ export interface WebSocketConnection {
    * Subscribes this connection to a topic (of the server's `Topics`: its own,
    * or the one provided, e.g. `RedisTopics.layer`); the subscription ends
    * with the connection. Subscribing twice is one subscription. Fails with
-   * `ConnectionClosed` once the connection is closing.
+   * `ConnectionClosed` once the connection can no longer send (as `send`
+   * does).
    */
   readonly subscribe: (topic: string) => Effect.Effect<void, WebSocketError>
   /** Ends this connection's subscription to a topic (nothing if it had none). */

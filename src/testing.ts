@@ -9,8 +9,7 @@
  * sizes with `chop` to split a byte stream at arbitrary points, as TCP may.
  *
  * ```ts
- * import type * as Scope from "effect/Scope"
-import * as fc from "fast-check"
+ * import * as fc from "fast-check"
  * import * as Testing from "websock/testing"
  *
  * fc.assert(fc.property(Testing.frames(), Testing.maskKey, Testing.chopSizes, (frames, mask, sizes) => {

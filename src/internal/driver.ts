@@ -184,6 +184,9 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   /** Attaches the socket and feeds the bytes that came with the upgrade request. */
   start(rest: Uint8Array): void {
     this.transport.attach(this)
+    // Closed before the listeners were attached (between the handshake and
+    // now): no 'close' event will come.
+    if (this.options.socket.closed) return this.onClose()
     if (rest.length > 0) this.onData(rest)
     // The bytes that came with the request may already have filled the inbox.
     this.transport.resume()

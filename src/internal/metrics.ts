@@ -240,7 +240,7 @@ export class Instruments {
     counter(names.compressionOriginal, "Bytes of the messages that went through permessage-deflate, inflated (By)", transmit, () => this.originalSent)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", receive, () => this.compressedReceived)
     counter(names.compressionCompressed, "Bytes of the messages that went through permessage-deflate, deflated (By)", transmit, () => this.compressedSent)
-    counter(names.messagesDropped, "Messages discarded by the \"drop\" overflow policy ({message})", undefined, () => this.dropped)
+    counter(names.messagesDropped, "Messages discarded above maxBufferedAmount: sends under the \"drop\" policy, published messages under \"drop\" or \"wait\" ({message})", undefined, () => this.dropped)
     histogram(names.sendWaitDuration, "Time a send waited for the outbound buffer to drain (s)", undefined, DURATION_BOUNDARIES, () => this.sendWait.state())
     counter(names.socketPauses, "Times a socket stopped being read because its handler had not taken inboxHighWaterMark messages ({pause})", undefined, () => this.pauses)
   }
