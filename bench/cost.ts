@@ -29,7 +29,8 @@
  * `callgrind_annotate`.
  *
  * Environment (all optional):
- *   COST_SCENARIOS=B,C   subset of B, C
+ *   COST_SCENARIOS=B,C   subset of B, C, D (D, 64 KiB messages, only when named:
+ *                        the unmasking and copying of large payloads)
  *   COST_VARIANTS=on,off subset of on (metrics on), off (METRICS=0)
  *   COST_REPEATS=2       fresh servers per (scenario, variant)
  *   COST_MESSAGES=400    echoes per connection in each part
@@ -78,11 +79,12 @@ interface Scenario {
 
 const scenarios: ReadonlyArray<Scenario> = [
   { id: "B", title: "100 conns, 16 B binary, 16 in flight each", conns: 100, size: 16, text: false, depth: 16 },
-  { id: "C", title: "100 conns, 1 KiB text, 8 in flight each", conns: 100, size: 1024, text: true, depth: 8 }
+  { id: "C", title: "100 conns, 1 KiB text, 8 in flight each", conns: 100, size: 1024, text: true, depth: 8 },
+  { id: "D", title: "10 conns, 64 KiB binary, 4 in flight each", conns: 10, size: 65536, text: false, depth: 4 }
 ]
 
 const config = {
-  scenarios: envList("COST_SCENARIOS", scenarios.map((s) => s.id)),
+  scenarios: envList("COST_SCENARIOS", scenarios.map((s) => s.id)).filter((id) => process.env.COST_SCENARIOS || id !== "D"),
   variants: envList("COST_VARIANTS", ["on", "off"]),
   repeats: envCount("COST_REPEATS", 2),
   messages: envCount("COST_MESSAGES", 400),
@@ -260,16 +262,19 @@ class Client {
 /** `depth` client frames of the scenario back to back (RFC 6455 §5.2, masked §5.3). */
 const clientFrames = (scenario: Scenario): { readonly frames: Buffer; readonly frameLength: number } => {
   const payload = scenario.text ? Buffer.from("x".repeat(scenario.size)) : Crypto.randomBytes(scenario.size)
-  const header = scenario.size < 126 ? 2 : 4
+  const header = scenario.size < 126 ? 2 : scenario.size < 65536 ? 4 : 10
   const frameLength = header + 4 + scenario.size
   const frames = Buffer.alloc(frameLength * scenario.depth)
   for (let i = 0; i < scenario.depth; i++) {
     const at = i * frameLength
     frames[at] = 0x80 | (scenario.text ? 0x1 : 0x2)
     if (header === 2) frames[at + 1] = 0x80 | scenario.size
-    else {
+    else if (header === 4) {
       frames[at + 1] = 0x80 | 126
       frames.writeUInt16BE(scenario.size, at + 2)
+    } else {
+      frames[at + 1] = 0x80 | 127
+      frames.writeBigUInt64BE(BigInt(scenario.size), at + 2)
     }
     const key = Crypto.randomBytes(4)
     key.copy(frames, at + header)

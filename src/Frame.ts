@@ -19,6 +19,7 @@
  */
 import { Buffer, isUtf8 } from "node:buffer"
 import * as CloseReason from "./CloseReason.ts"
+import { Simd, SIMD_THRESHOLD } from "./internal/xor.ts"
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -370,8 +371,8 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
       if (buffer === undefined) return violation(frames, TOO_BIG_TO_BUFFER)
       const take = want < avail ? want : avail
       const at = pending.received
-      buffer.set(take === avail && pos === 0 ? chunk : view(chunk, pos, take), at)
-      if (pending.mask !== undefined) unmaskRange(buffer, at, at + take, pending.mask, 0, at & 3)
+      if (pending.mask !== undefined) copyUnmasked(buffer, at, chunk, pos, take, pending.mask, at & 3)
+      else buffer.set(take === avail && pos === 0 ? chunk : view(chunk, pos, take), at)
       pos += take
       if (take === want) {
         frames ??= []
@@ -486,6 +487,40 @@ const MASK_WORD = new Int32Array(MASK_BYTES.buffer)
 /** Below this many bytes the word-wise path costs more than it saves (a typed-array view per call). */
 const WORD_THRESHOLD = 64
 
+/** The key as a 32-bit word in memory order, rotated so that its byte 0 is key byte `k`. */
+const rotatedWord = (m0: number, m1: number, m2: number, m3: number, k: number): number => {
+  MASK_BYTES[0] = k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
+  MASK_BYTES[1] = k === 0 ? m1 : k === 1 ? m2 : k === 2 ? m3 : m0
+  MASK_BYTES[2] = k === 0 ? m2 : k === 1 ? m3 : k === 2 ? m0 : m1
+  MASK_BYTES[3] = k === 0 ? m3 : k === 1 ? m0 : k === 2 ? m1 : m2
+  return MASK_WORD[0]!
+}
+
+/**
+ * Copies `src[from..from+length)` into `dst` at `at`, unmasked with the
+ * 4-byte key `mask` at phase `phase` (the key index of its first byte): one
+ * pass for the copy and the unmasking (a piece of a payload that spans
+ * reads), `src` untouched.
+ */
+const copyUnmasked = (
+  dst: Uint8Array,
+  at: number,
+  src: Uint8Array,
+  from: number,
+  length: number,
+  mask: Uint8Array,
+  phase: number
+): void => {
+  if (Simd === undefined || length < SIMD_THRESHOLD) {
+    dst.set(view(src, from, length), at)
+    return unmaskRange(dst, at, at + length, mask, 0, phase)
+  }
+  const n = length & ~15
+  Simd.copy(dst, at, src, from, n, rotatedWord(mask[0]!, mask[1]!, mask[2]!, mask[3]!, phase & 3))
+  // The tail, fewer than 16 bytes (the phase is unchanged after whole blocks).
+  for (let i = n; i < length; i++) dst[at + i] = src[from + i]! ^ mask[(phase + i) & 3]!
+}
+
 /**
  * XORs `buf[start..end)` in place with the 4-byte key at `mask[maskAt..]`;
  * `phase` is the key index that applies to `buf[start]`.
@@ -504,7 +539,13 @@ const unmaskRange = (
   const m3 = mask[maskAt + 3]
   let i = start // next byte to unmask
   let k = phase & 3 // key index for byte i
-  if (end - start >= WORD_THRESHOLD) {
+  if (Simd !== undefined && end - start >= SIMD_THRESHOLD) {
+    // 16 bytes at a time (WebAssembly SIMD), with the key rotated to phase k;
+    // a whole number of 16-byte blocks leaves the phase unchanged.
+    const n = (end - start) & ~15
+    Simd.inPlace(buf, start, n, rotatedWord(m0, m1, m2, m3, k))
+    i += n
+  } else if (end - start >= WORD_THRESHOLD) {
     // Unaligned head, byte by byte, up to a 4-byte aligned address.
     const head = start + ((4 - ((buf.byteOffset + start) & 3)) & 3)
     for (; i < head; i++) {
@@ -512,11 +553,7 @@ const unmaskRange = (
       k = (k + 1) & 3
     }
     // Aligned middle, a 32-bit word at a time, with the key rotated to phase k.
-    MASK_BYTES[0] = k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
-    MASK_BYTES[1] = k === 0 ? m1 : k === 1 ? m2 : k === 2 ? m3 : m0
-    MASK_BYTES[2] = k === 0 ? m2 : k === 1 ? m3 : k === 2 ? m0 : m1
-    MASK_BYTES[3] = k === 0 ? m3 : k === 1 ? m0 : k === 2 ? m1 : m2
-    const word = MASK_WORD[0]
+    const word = rotatedWord(m0, m1, m2, m3, k)
     const count = (end - i) >>> 2
     const words = new Int32Array(buf.buffer, buf.byteOffset + i, count)
     const unrolled = count & ~3
