@@ -29,7 +29,7 @@
  *
  * @since 0.1.0
  */
-import * as Config from "effect/Config"
+import type * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -337,7 +337,12 @@ export const layerConfig = <const Routes extends Readonly<Record<string, RouteIn
 ): Layer.Layer<WebSocketServer, ServerError | Config.ConfigError, Requirements<Routes>> =>
   Layer.effect(
     WebSocketServer,
-    Effect.flatMap(Config.unwrap(options), (settings) => make({ ...(settings as object), routes } as Options<Routes>))
+    // Loaded here, not with the module: `effect/Config` brings `Schema` (about
+    // 4.5 MiB of V8 heap), which a server configured in code does not need.
+    Effect.promise(() => import("effect/Config")).pipe(
+      Effect.flatMap((Config) => Config.unwrap(options)),
+      Effect.flatMap((settings) => make({ ...(settings as object), routes } as Options<Routes>))
+    )
   )
 
 /**
