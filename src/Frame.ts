@@ -323,6 +323,9 @@ const violation = (frames: Array<Frame> | undefined, f: Fault): DecodeResult => 
 export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => {
   const options = state.options
   const end = chunk.length
+  // Read once: `.buffer` of a Node Buffer is a call into the runtime.
+  const bytes = chunk.buffer
+  const base = chunk.byteOffset
   let frames: Array<Frame> | undefined // frames completed in this chunk, allocated on the first
   let pending = state.pending // the frame whose payload is being received, if any
   let pos = 0 // next unread byte of `chunk`
@@ -342,7 +345,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
     const length = payloadLength(header, 0)
     if (length <= end - pos) {
       // The whole payload is in this chunk: a view.
-      const payload = view(chunk, pos, length)
+      const payload = new Uint8Array(bytes, base + pos, length)
       if ((header[1] & 0x80) !== 0) unmaskRange(payload, 0, length, header, need - 4, 0)
       frames = [frame(header[0], payload)]
       pos += length
@@ -358,7 +361,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
       const avail = end - pos
       if (pending.buffer === undefined && want <= avail) {
         // Nothing received yet and the whole payload is here: a view, no copy.
-        const payload = view(chunk, pos, want)
+        const payload = new Uint8Array(bytes, base + pos, want)
         if (pending.mask !== undefined) unmaskRange(payload, 0, want, pending.mask, 0, 0)
         frames ??= []
         frames.push(pendingFrame(pending, payload))
@@ -372,7 +375,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
       const take = want < avail ? want : avail
       const at = pending.received
       if (pending.mask !== undefined) copyUnmasked(buffer, at, chunk, pos, take, pending.mask, at & 3)
-      else buffer.set(take === avail && pos === 0 ? chunk : view(chunk, pos, take), at)
+      else buffer.set(take === avail && pos === 0 ? chunk : new Uint8Array(bytes, base + pos, take), at)
       pos += take
       if (take === want) {
         frames ??= []
@@ -397,7 +400,7 @@ export const decode = (state: DecoderState, chunk: Uint8Array): DecodeResult => 
     const start = pos + need // first payload byte
     if (length <= end - start) {
       // Header and payload within this chunk: a view, unmasked in place.
-      const payload = view(chunk, start, length)
+      const payload = new Uint8Array(bytes, base + start, length)
       if ((b1 & 0x80) !== 0) unmaskRange(chunk, start, start + length, chunk, start - 4, 0)
       frames ??= []
       frames.push(frame(chunk[pos], payload))
@@ -567,6 +570,19 @@ const unmaskRange = (
     for (; w < count; w++) words[w] ^= word
     i += count << 2
     // A whole number of words leaves the phase unchanged.
+  }
+  if (end - i >= 4) {
+    // Four bytes a turn with the key at phase k, no per-byte key choice.
+    const a = k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
+    const b = k === 0 ? m1 : k === 1 ? m2 : k === 2 ? m3 : m0
+    const c = k === 0 ? m2 : k === 1 ? m3 : k === 2 ? m0 : m1
+    const d = k === 0 ? m3 : k === 1 ? m0 : k === 2 ? m1 : m2
+    for (const last = end - 4; i <= last; i += 4) {
+      buf[i] ^= a
+      buf[i + 1] ^= b
+      buf[i + 2] ^= c
+      buf[i + 3] ^= d
+    }
   }
   // Tail (or a short range), byte by byte.
   for (; i < end; i++) {
