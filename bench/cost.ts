@@ -37,6 +37,8 @@
  *   COST_PARTS=5         parts (the figure is their median)
  *   COST_BASE=20         echoes per connection in the base part
  *   COST_WARMUP=1000     echoes per connection in each warm-up round
+ *   COST_SERVER=examples/EchoServer.ts  the echo server measured (PORT from the
+ *                        environment), e.g. bench/peers/raw-echo.ts for the floor
  *   COST_NODE_FLAGS=     flags for the server's node, e.g. --perf-basic-prof (names for JIT code)
  *
  * It is a benchmark, not a test: nothing here runs in CI.
@@ -91,6 +93,8 @@ const config = {
   parts: envCount("COST_PARTS", 5),
   base: envCount("COST_BASE", 20),
   warmup: envCount("COST_WARMUP", 1000),
+  /** The server measured, relative to the project: another echo (e.g. bench/peers/raw-echo.ts) for comparison */
+  server: process.env.COST_SERVER ?? "examples/EchoServer.ts",
   /** e.g. `--perf-basic-prof`: /tmp/perf-PID.map then names the JIT code callgrind shows as addresses */
   nodeFlags: (process.env.COST_NODE_FLAGS ?? "").split(" ").filter((s) => s !== "")
 }
@@ -348,7 +352,7 @@ const measure = async (scenario: Scenario, variant: string, repeat: number): Pro
   const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), METRICS: variant === "off" ? "0" : "1" }
   const child = ChildProcess.spawn(
     "valgrind",
-    ["--tool=callgrind", `--callgrind-out-file=${out}`, process.execPath, ...config.nodeFlags, Path.join(root, "examples/EchoServer.ts")],
+    ["--tool=callgrind", `--callgrind-out-file=${out}`, process.execPath, ...config.nodeFlags, Path.join(root, config.server)],
     { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] }
   )
   live.add(child)
@@ -370,7 +374,9 @@ const measure = async (scenario: Scenario, variant: string, repeat: number): Pro
     // Ping (30 s after it opened), so that the code paths it takes are
     // compiled before counting starts, then once more.
     await phase(config.warmup)
-    while (clients.some((c) => c.pings === 0)) await phase(Math.ceil(config.warmup / 4))
+    // (A peer of bench/peers/ sends no keepalive Ping.)
+    const pings = config.server === "examples/EchoServer.ts"
+    while (pings && clients.some((c) => c.pings === 0)) await phase(Math.ceil(config.warmup / 4))
     await phase(config.warmup)
     control("-z", pid)
     const started = Date.now()
