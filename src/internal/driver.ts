@@ -332,6 +332,11 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       : undefined
   }
 
+  /** The outcome, once the connection has one. */
+  get outcome(): WebSocket.CloseOutcome | undefined {
+    return this.ending.outcome
+  }
+
   /** See the handle's `closed`. */
   awaitOutcome(): Effect.Effect<WebSocket.CloseOutcome> {
     return this.ending.await()

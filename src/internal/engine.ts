@@ -38,6 +38,7 @@ import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import { type Clock, Driver } from "./driver.ts"
+import { Events } from "./events.ts"
 import * as Http2Stream from "./http2Stream.ts"
 import * as Metrics from "./metrics.ts"
 import * as Topics from "../Topics.ts"
@@ -417,6 +418,8 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     ended(state)
   }
   let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** The route's per-event Effects (`Server.events`), run instead of a handler's fiber. */
+  let events: Events | undefined = undefined
   /** Set when the server interrupts the handler because its connection is over. */
   let over = false
   const driver = new Driver({
@@ -450,7 +453,8 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     },
     onOver: () => {
       over = true
-      fiber?.interruptUnsafe()
+      if (events !== undefined) events.onOver()
+      else fiber?.interruptUnsafe()
     }
   })
   state.drivers.add(driver)
@@ -458,10 +462,8 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   // Suspended, so that a handler that throws before returning its Effect is
   // a defect of its own connection (1011), like one that dies inside it.
   span.attribute("websock.connection.id", driver.id)
-  fiber = engine.runFork(
-    Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))).pipe(Effect.withParentSpan(span))
-  )
-  fiber.addObserver((exit) => {
+  /** How the handler ended (or an event stopped), as the connection's close and its log say it. */
+  const handlerEnded = (exit: Exit.Exit<unknown, unknown>) => {
     if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
       // Returned, or ended by its own connection's close: close normally
       // (nothing happens if the connection is already closing).
@@ -481,6 +483,35 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     } else if (!over) {
       driver.closeWith(CloseReason.goingAway("handler interrupted"))
     }
+  }
+  const handlers = route.events
+  if (handlers !== undefined) {
+    events = new Events(handlers, upgraded.accepted, {
+      handle: driver.handle,
+      inbox: driver.inbox,
+      get outcome() {
+        return driver.outcome
+      },
+      fork: (effect) => engine.runFork(Effect.withParentSpan(effect, span)),
+      stopped: handlerEnded,
+      finished: (exit) => {
+        if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+          handlerExit = exit
+          engine.runFork(
+            Effect.logError("websock: the route's close event failed", describe(exit.cause)).pipe(Effect.annotateLogs(annotations(driver)))
+          )
+        }
+        done()
+      }
+    })
+    events.start()
+    return driver.start(rest)
+  }
+  fiber = engine.runFork(
+    Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))).pipe(Effect.withParentSpan(span))
+  )
+  fiber.addObserver((exit) => {
+    handlerEnded(exit)
     done()
   })
   driver.start(rest)

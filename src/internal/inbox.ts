@@ -19,12 +19,10 @@ import type { WebSocketError } from "../Errors.ts"
 /** A message: text as a string, binary as bytes. */
 type Message = string | Uint8Array
 
-/** The consumer waiting for messages. */
-interface Waiter {
-  /** At most this many messages. */
-  readonly limit: number
-  readonly give: (batch: NonEmptyReadonlyArray<Message>) => void
-  readonly end: () => void
+/** A consumer's pull: what it is given (a batch, or the end). */
+export interface Consumer {
+  give(batch: NonEmptyReadonlyArray<Message>): void
+  end(): void
 }
 
 /** What the inbox tells its driver. */
@@ -40,7 +38,9 @@ const CONCURRENT = "websock: the connection's messages are already being consume
 /** @internal */
 export class Inbox {
   private items: Array<Message> = []
-  private waiter: Waiter | undefined = undefined
+  private waiter: Consumer | undefined = undefined
+  /** At most this many messages for the waiting consumer. */
+  private limit = 1
   private ended = false
   /** The consumer holds a batch it took and has not come back for more. */
   private holding = false
@@ -88,7 +88,7 @@ export class Inbox {
     const waiter = this.waiter
     if (waiter === undefined || this.items.length === 0) return
     this.waiter = undefined
-    waiter.give(this.take(waiter.limit))
+    waiter.give(this.take(this.limit))
   }
 
   /** No more messages will arrive. */
@@ -115,13 +115,17 @@ export class Inbox {
     return batch as unknown as NonEmptyReadonlyArray<Message>
   }
 
-  /** One pull: up to `limit` messages, or the end. */
-  private next(limit: number, give: Waiter["give"], end: () => void): void {
-    // Coming back for more means the previous batch has been handled.
+  /**
+   * One pull: up to `limit` messages, or the end, given to `consumer` now or
+   * when they come. Coming back for more means the previous batch has been
+   * handled.
+   */
+  next(limit: number, consumer: Consumer): void {
     this.holding = false
-    if (this.items.length > 0) return give(this.take(limit))
-    if (this.ended) return end()
-    this.waiter = { limit, give, end }
+    if (this.items.length > 0) return consumer.give(this.take(limit))
+    if (this.ended) return consumer.end()
+    this.waiter = consumer
+    this.limit = limit
     this.events.onProgress()
   }
 
@@ -129,14 +133,16 @@ export class Inbox {
     this.waiter = undefined
   }
 
-  private start(): boolean {
+  /** Starts a consumer of its own kind (`next` then pulls); false when one is running. */
+  start(): boolean {
     if (this.active) return false
     this.active = true
     this.used = true
     return true
   }
 
-  private stop(): void {
+  /** The consumer has stopped. */
+  stop(): void {
     this.active = false
     this.holding = false
     this.waiter = undefined
@@ -151,7 +157,7 @@ export class Inbox {
       const pull = Effect.callback<NonEmptyReadonlyArray<Message>, Cause.Done>((resume) => {
         const limit = first ? 1 : Number.MAX_SAFE_INTEGER
         first = false
-        this.next(limit, (batch) => resume(Effect.succeed(batch)), () => resume(Cause.done()))
+        this.next(limit, { give: (batch) => resume(Effect.succeed(batch)), end: () => resume(Cause.done()) })
         return Effect.sync(() => this.cancel())
       })
       return Stream.fromPull(Effect.succeed(pull)).pipe(Stream.ensuring(Effect.sync(() => this.stop())))
@@ -163,17 +169,16 @@ export class Inbox {
     return Effect.suspend(() => {
       if (!this.start()) return Effect.die(new Error(CONCURRENT))
       return Effect.callback<Message, WebSocketError>((resume) => {
-        this.next(
-          1,
-          (batch) => {
+        this.next(1, {
+          give: (batch) => {
             this.stop()
             resume(Effect.succeed(batch[0]))
           },
-          () => {
+          end: () => {
             this.stop()
             resume(Effect.fail(this.events.closedError()))
           }
-        )
+        })
         return Effect.sync(() => this.stop())
       })
     })
