@@ -24,6 +24,12 @@ import * as V8 from "node:v8"
 const agent = (): void => {
   const gc = (globalThis as { gc?: () => void }).gc
   process.on("message", (message: { readonly op: string; readonly file?: string }) => {
+    if (message.op === "spaces") {
+      // before any GC: what the burst left (committed and used per space)
+      const spaces = V8.getHeapSpaceStatistics().map((s) => `${s.space_name} ${(s.space_size / 1048576).toFixed(1)}/${(s.space_used_size / 1048576).toFixed(1)}`)
+      process.send!({ heapUsed: process.memoryUsage().heapUsed, rss: process.memoryUsage().rss, file: undefined, spaces })
+      return
+    }
     gc?.()
     gc?.()
     const heapUsed = process.memoryUsage().heapUsed
@@ -74,6 +80,36 @@ const census = (file: string): Map<string, { count: number; size: number }> => {
   for (let i = 0; i < locations.length; i += locationWidth) {
     lines.set(locations[i]!, `${locations[i + 1]}:${locations[i + 2]! + 1}`)
   }
+  // arrays, strings and hidden objects are named by their first retainer (object and edge)
+  const toAt = meta.edge_fields.indexOf("to_node")
+  const owners = new Map<number, string>()
+  {
+    let e = 0
+    for (let i = 0; i < nodes.length; i += width) {
+      const ownerType = types[nodes[i + typeAt]!]!
+      const ownerName = strings[nodes[i + nameAt]!]!
+      const end = e + nodes[i + edgesAt]! * edgeWidth
+      // a plain object's out-of-object properties are named by the object's own properties
+      let props = ""
+      if (ownerType === "object" && ownerName === "Object") {
+        const seen: Array<string> = []
+        for (let f = e; f < end && seen.length < 5; f += edgeWidth) {
+          if (edgeTypes[edges[f + edgeTypeAt]!] === "property") seen.push(strings[edges[f + edgeNameAt]!]!)
+        }
+        props = ` {${seen.join(",")}}`
+      }
+      for (; e < end; e += edgeWidth) {
+        const to = edges[e + toAt]!
+        if (owners.has(to)) continue
+        const toType = types[nodes[to + typeAt]!]!
+        if (toType !== "array" && toType !== "string" && toType !== "hidden" && toType !== "sliced string") continue
+        const kind = edgeTypes[edges[e + edgeTypeAt]!]!
+        const edgeName = kind === "element" || kind === "hidden" ? `[${edges[e + edgeNameAt]}]` : strings[edges[e + edgeNameAt]!]!
+        if (ownerType === "synthetic" || ownerName === "(GC roots)") continue
+        owners.set(to, `< ${ownerType === "object" || ownerType === "closure" ? ownerName.slice(0, 30) : ownerType}${props}.${edgeName}`)
+      }
+    }
+  }
   const out = new Map<string, { count: number; size: number }>()
   let edge = 0
   for (let i = 0; i < nodes.length; i += width) {
@@ -96,6 +132,7 @@ const census = (file: string): Map<string, { count: number; size: number }> => {
     if (type === "closure") name = `${name || "(anonymous)"} @${lines.get(i) ?? "?"}`
     else if (type === "object" && name === "Object") name = `Object {${names(["property"], 6)}}`
     else if (type === "object" && name === "system / Context") name = `Context {${names(["context"], 6)}}`
+    else if (type === "array" || type === "string" || type === "hidden" || type === "sliced string") name = owners.get(i) ?? ""
     else if (type !== "object" && type !== "native") name = ""
     if (name.length > 90) name = name.slice(0, 90) + "..."
     const key = `${type}:${name}`
@@ -163,6 +200,7 @@ const main = async (): Promise<void> => {
     const before = await ask("snapshot", Path.join(dir, "before.heapsnapshot"))
     const sockets = await connectAll(port, n)
     await new Promise((r) => setTimeout(r, 500))
+    const burst = await ask("spaces") as Sample & { readonly spaces: ReadonlyArray<string> }
     const after = await ask("snapshot", Path.join(dir, "after.heapsnapshot"))
     const a = census(before.file!)
     const b = census(after.file!)
@@ -176,6 +214,7 @@ const main = async (): Promise<void> => {
     const total = rows.reduce((s, r) => s + r.size, 0)
     console.log(`${file}: ${n} idle connections`)
     console.log(`heap used: ${((after.heapUsed - before.heapUsed) / n).toFixed(0)} B/conn; snapshot self sizes: ${total.toFixed(0)} B/conn; RSS: ${((after.rss - before.rss) / n / 1024).toFixed(1)} KiB/conn`)
+    console.log(`before a GC: RSS ${((burst.rss - before.rss) / n / 1024).toFixed(1)} KiB/conn; heap used ${((burst.heapUsed - before.heapUsed) / n).toFixed(0)} B/conn; spaces (MiB committed/used): ${burst.spaces.join(", ")}`)
     console.log("")
     console.log("| type:constructor | objects/conn | bytes/conn |")
     console.log("|---|---:|---:|")

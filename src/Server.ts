@@ -118,6 +118,13 @@ export const route = <A = undefined, R1 = never, R2 = never>(route: {
 }): Route<R1 | R2, A> => route
 
 /**
+ * `R` itself, written so that TypeScript does not infer `R` from where the
+ * result goes: an Effect that is absent (no `open`, no `close`) needs
+ * nothing, whatever the `routes` option would accept.
+ */
+type Needs<R> = [R] extends [infer X] ? X : never
+
+/**
  * A route of per-event Effects, for servers that hold many idle connections:
  * between events nothing runs for a connection (no fiber, no Stream, no
  * scope), where a `handler` parks a fiber for its whole life.
@@ -168,10 +175,10 @@ export const events = <A = undefined, R1 = never, R2 = never, R3 = never, R4 = n
   readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request, accepted: A) => string | undefined) | undefined
   readonly headers?: ((request: WebSocket.Request, accepted: A) => ReadonlyArray<readonly [string, string]>) | undefined
   readonly origins?: ReadonlyArray<string> | undefined
-}): Route<R1 | R2 | R3 | R4, A> => {
+}): Route<Needs<R1 | R2 | R3 | R4>, A> => {
   const { close, message, open } = options
   const handlers: Events.Handlers = { open, message, close }
-  return {
+  const route: Route<R1 | R2 | R3 | R4, A> = {
     upgrade: options.upgrade,
     protocol: options.protocol,
     headers: options.headers,
@@ -183,8 +190,9 @@ export const events = <A = undefined, R1 = never, R2 = never, R3 = never, R4 = n
         yield* ws.messages.pipe(Stream.runForEach((m) => message(ws, m, accepted)))
         if (close !== undefined) yield* close(ws, yield* ws.closed, accepted)
       }),
-    [Events.EventsId]: handlers
-  } as Route<R1 | R2 | R3 | R4, A>
+    ...{ [Events.EventsId]: handlers }
+  }
+  return route as Route<Needs<R1 | R2 | R3 | R4>, A>
 }
 
 /**

@@ -28,9 +28,9 @@ export interface Consumer {
 /** What the inbox tells its driver. */
 export interface InboxEvents {
   /** Messages were taken, or the consumer came back for more / went away: the handler may have caught up. */
-  readonly onProgress: () => void
+  onProgress(): void
   /** The error of a `receive` after the end. */
-  readonly closedError: () => WebSocketError
+  receiveError(): WebSocketError
 }
 
 const CONCURRENT = "websock: the connection's messages are already being consumed (one consumer at a time: a second `messages` stream or `receive` while one runs)"
@@ -176,7 +176,7 @@ export class Inbox {
           },
           end: () => {
             this.stop()
-            resume(Effect.fail(this.events.closedError()))
+            resume(Effect.fail(this.events.receiveError()))
           }
         })
         return Effect.sync(() => this.stop())
