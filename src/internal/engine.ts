@@ -463,9 +463,9 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   } else {
     // Suspended, so that a handler that throws before returning its Effect is
     // a defect of its own connection (1011), like one that dies inside it.
-    const fiber = engine.runFork(
-      Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))).pipe(Effect.withParentSpan(span))
-    )
+    const { handler } = route
+    const { accepted } = upgraded
+    const fiber = engine.runFork(Effect.scoped(Effect.suspend(() => handler(driver.handle, accepted))).pipe(Effect.withParentSpan(span)))
     running.fiber = fiber
     fiber.addObserver((exit) => {
       running.stopped(exit)
