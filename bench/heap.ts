@@ -9,11 +9,13 @@
  *     npm run bench:heap                                   # examples/EchoServer.ts, 2,000 connections
  *     HEAP_CONNS=5000 npm run bench:heap -- examples/EventsEchoServer.ts
  *     npm run bench:heap -- bench/peers/ws-echo.ts
+ *     HEAP_SAMPLE=1 npm run bench:heap                     # also: what the burst allocated, garbage included, by function
  *
  * The server file must listen on `PORT` at path `/ws` (every echo peer
  * does). Snapshots are written to the OS temporary directory and removed.
  */
 import * as ChildProcess from "node:child_process"
+import * as Inspector from "node:inspector"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Os from "node:os"
@@ -23,7 +25,33 @@ import * as V8 from "node:v8"
 /** Agent side (preloaded into the server with `--import`): answers the runner's requests over IPC. */
 const agent = (): void => {
   const gc = (globalThis as { gc?: () => void }).gc
-  process.on("message", (message: { readonly op: string; readonly file?: string }) => {
+  const session = new Inspector.Session()
+  session.connect()
+  const post = (method: string, params?: object) =>
+    new Promise<any>((resolve, reject) => session.post(method, params ?? {}, (error, result) => error ? reject(error) : resolve(result)))
+  process.on("message", async (message: { readonly op: string; readonly file?: string }) => {
+    if (message.op === "sample") {
+      // every allocation of the burst, garbage included: sampled by stack
+      await post("HeapProfiler.enable")
+      await post("HeapProfiler.startSampling", { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true })
+      process.send!({ heapUsed: 0, rss: 0, file: undefined })
+      return
+    }
+    if (message.op === "sampled") {
+      const { profile } = await post("HeapProfiler.stopSampling")
+      const sizes = new Map<string, number>()
+      const walk = (node: any, path: string) => {
+        const frame = node.callFrame
+        const here = `${frame.functionName || "(anonymous)"} ${frame.url.split("/").slice(-2).join("/")}:${frame.lineNumber + 1}`
+        // attribute to the innermost frame of our own code (src/), else to the innermost frame
+        const own = frame.url.includes("/src/") ? here : path
+        sizes.set(own || here, (sizes.get(own || here) ?? 0) + node.selfSize)
+        for (const child of node.children) walk(child, own)
+      }
+      walk(profile.head, "")
+      process.send!({ heapUsed: 0, rss: 0, file: undefined, sizes: [...sizes].sort((a, b) => b[1] - a[1]).slice(0, 30) })
+      return
+    }
     if (message.op === "spaces") {
       // before any GC: what the burst left (committed and used per space)
       const spaces = V8.getHeapSpaceStatistics().map((s) => `${s.space_name} ${(s.space_size / 1048576).toFixed(1)}/${(s.space_used_size / 1048576).toFixed(1)}`)
@@ -173,7 +201,9 @@ const main = async (): Promise<void> => {
   const top = Number(process.env.HEAP_TOP ?? 25)
   const port = 20000 + Math.floor(Math.random() * 20000)
   const self = new URL(import.meta.url).pathname
-  const child = ChildProcess.spawn(process.execPath, ["--expose-gc", "--import", self, file], {
+  // HEAP_NODE_ARGS: more Node/V8 flags for the server, e.g. "--max-semi-space-size=16"
+  const extra = (process.env.HEAP_NODE_ARGS ?? "").split(" ").filter((a) => a.length > 0)
+  const child = ChildProcess.spawn(process.execPath, ["--expose-gc", ...extra, "--import", self, file], {
     env: { ...process.env, PORT: String(port) },
     stdio: ["ignore", "ignore", "inherit", "ipc"]
   })
@@ -198,8 +228,15 @@ const main = async (): Promise<void> => {
     const warm = await connectAll(port, 50)
     await new Promise((r) => setTimeout(r, 300))
     const before = await ask("snapshot", Path.join(dir, "before.heapsnapshot"))
+    const sampling = process.env.HEAP_SAMPLE === "1"
+    if (sampling) await ask("sample")
     const sockets = await connectAll(port, n)
     await new Promise((r) => setTimeout(r, 500))
+    if (sampling) {
+      const { sizes } = await ask("sampled") as Sample & { readonly sizes: ReadonlyArray<[string, number]> }
+      console.log("allocated during the burst, by the innermost frame in src/ (B/conn):")
+      for (const [where, size] of sizes) console.log(`  ${(size / n).toFixed(0).padStart(6)}  ${where}`)
+    }
     const burst = await ask("spaces") as Sample & { readonly spaces: ReadonlyArray<string> }
     const after = await ask("snapshot", Path.join(dir, "after.heapsnapshot"))
     const a = census(before.file!)

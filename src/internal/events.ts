@@ -61,6 +61,9 @@ export class Events implements Consumer {
   /** Inside `pump`'s loop; `again` asks it for one more pull. */
   private pumping = false
   private again = false
+  /** Set while the messages' fiber takes the next message itself (`following`); `taken` is what it got. */
+  private taking = false
+  private taken: Message | undefined = undefined
   private readonly handlers: Handlers
   private readonly accepted: unknown
   private readonly host: EventsHost
@@ -92,14 +95,37 @@ export class Events implements Consumer {
       this.again = true
       return
     }
-    const message = batch[0]
-    this.run(Effect.suspend(() => this.handlers.message(this.host.handle, message, this.accepted)))
+    if (this.taking) {
+      this.taken = batch[0]
+      return
+    }
+    // One fiber for the messages waiting now: it takes the next one itself
+    // when an Effect is done, and ends when none waits.
+    this.run(this.messages(batch[0]))
   }
 
   /** No more messages: `close` waits for the engine's `onOver`. */
   end(): void {}
 
-  /** Pulls the next message; synchronous completions loop here instead of recursing. */
+  /** `message` for `first`, then for each message that waits by the time it is done. */
+  private messages(first: Message): Effect.Effect<unknown, unknown, any> {
+    return Effect.flatMap(
+      Effect.scoped(Effect.suspend(() => this.handlers.message(this.host.handle, first, this.accepted))),
+      () => this.following()
+    )
+  }
+
+  private following(): Effect.Effect<unknown, unknown, any> {
+    this.taking = true
+    this.host.inbox.next(1, this)
+    this.taking = false
+    const next = this.taken
+    this.taken = undefined
+    // Nothing waits: the inbox gives the next one to `give`, after this fiber.
+    return next === undefined ? Effect.void : this.messages(next)
+  }
+
+  /** Pulls the next message; the discarding after a failure loops here instead of recursing. */
   private pump(): void {
     if (this.pumping) {
       this.again = true
@@ -114,27 +140,27 @@ export class Events implements Consumer {
   }
 
   private run(effect: Effect.Effect<unknown, unknown, any>): void {
-    const fiber = this.host.fork(Effect.scoped(effect))
-    // A fiber that completed synchronously has called its observer already.
-    if (fiber.pollUnsafe() === undefined) {
-      this.fiber = fiber
-      fiber.addObserver((exit) => {
-        this.fiber = undefined
-        this.exited(exit)
-      })
-    } else {
-      this.exited(fiber.pollUnsafe()!)
-    }
+    const fiber = this.host.fork(effect)
+    // A fiber that completed synchronously has an exit already.
+    const exit = fiber.pollUnsafe()
+    if (exit !== undefined) return this.exited(exit)
+    this.fiber = fiber
+    fiber.addObserver((exit) => {
+      this.fiber = undefined
+      this.exited(exit)
+    })
   }
 
   private exited(exit: Exit.Exit<unknown, unknown>): void {
     if (this.closing) return this.host.finished(exit)
+    const opened = !this.host.inbox.waiting(this)
     if (Exit.isFailure(exit) && !(this.over && Cause.hasInterruptsOnly(exit.cause))) {
       this.failed = true
       this.host.stopped(exit)
     }
     if (this.over) return this.closeNow()
-    this.pump()
+    // After `open`, or a failure: pull (a messages' fiber that succeeded waits in the inbox already).
+    if (opened) this.pump()
   }
 
   /** Runs `close` once, with the outcome. */

@@ -103,6 +103,11 @@ export class Inbox {
     }
   }
 
+  /** Whether `consumer` waits for messages (its pull is pending). */
+  waiting(consumer: Consumer): boolean {
+    return this.waiter === consumer
+  }
+
   /** Only called when `items` is not empty. */
   private take(limit: number): NonEmptyReadonlyArray<Message> {
     let batch: Array<Message>
