@@ -44,7 +44,7 @@ const agent = (): void => {
         const frame = node.callFrame
         const here = `${frame.functionName || "(anonymous)"} ${frame.url.split("/").slice(-2).join("/")}:${frame.lineNumber + 1}`
         // attribute to the innermost frame of our own code (src/), else to the innermost frame
-        const own = frame.url.includes("/src/") ? here : path
+        const own = frame.url.includes("/src/") ? here : process.env.HEAP_SAMPLE_DETAIL === "1" && path !== "" && !path.includes(" > ") ? `${path} > ${here}` : path
         sizes.set(own || here, (sizes.get(own || here) ?? 0) + node.selfSize)
         for (const child of node.children) walk(child, own)
       }
