@@ -220,7 +220,7 @@ const main = async (): Promise<void> => {
         s.once("error", () => resolve(false))
       })
       if (ok) break
-      if (i > 200) throw new Error("the server did not listen")
+      if (i > 600) throw new Error("the server did not listen")
       await new Promise((r) => setTimeout(r, 50))
     }
     const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "websock-heap-"))
