@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer"
 import { hash } from "node:crypto"
 import * as Syntax from "./internal/syntax.ts"
 
-const { isFieldValue, isOws, latin1Decode, latin1Encode, splitTarget, TCHAR, trimOws } = Syntax
+const { isFieldValue, isOws, latin1Decode, splitTarget, TCHAR, trimOws } = Syntax
 
 /**
  * A non-empty RFC 9110 token.
@@ -625,10 +625,11 @@ const userHeaders = (
 
 const encodeHead = (statusLine: string, headers: ReadonlyArray<readonly [string, string]>, body?: Uint8Array): Uint8Array => {
   let text = `${statusLine}\r\n`
-  for (const [name, value] of headers) text += `${name}: ${value}\r\n`
+  for (let i = 0; i < headers.length; i++) text += `${headers[i]![0]}: ${headers[i]![1]}\r\n`
   text += "\r\n"
-  const out = new Uint8Array(text.length + (body?.length ?? 0))
-  latin1Encode(text, out, 0)
+  // Node's latin1 encoder (values are checked to be chars <= 0xFF): no per-char loop
+  const out = Buffer.allocUnsafe(text.length + (body?.length ?? 0))
+  out.write(text, 0, "latin1")
   if (body !== undefined) out.set(body, text.length)
   return out
 }
