@@ -189,7 +189,9 @@ const complete = (chunks: ChunkList, end: number, start: number, rest: Uint8Arra
   // Drop the final CRLF CRLF; no bare CR or LF remain, so "\r\n" splits lines exactly.
   const text = latin1Decode(head.subarray(start, end - 4))
   const parsed = parseHead(text.split("\r\n"))
-  return typeof parsed === "string" ? malformed(parsed) : { _tag: "Complete", request: parsed, rest }
+  if (typeof parsed === "string") return malformed(parsed)
+  Object.defineProperty(parsed, Syntax.HEAD_TEXT, { value: text })
+  return { _tag: "Complete", request: parsed, rest }
 }
 
 const VERSION = /^HTTP\/([0-9])\.([0-9])$/

@@ -234,6 +234,27 @@ describe("Server.events", () => {
     }
   })
 
+  it("the request read in a message (headers and query dropped while idle, parsed again): what the client sent", async () => {
+    const seen: Array<unknown> = []
+    const route = Server.events({
+      message: (ws) =>
+        Effect.sync(() => {
+          const r = ws.request
+          seen.push([r.method, r.path, r.query.get("name"), r.headers.get("x-test"), r.cookies.get("session"), r.httpVersion])
+          // the same objects on a second read
+          seen.push(r.headers === ws.request.headers && r.query === ws.request.query)
+        })
+    })
+    await withServer({ routes: { "/ws": route } }, async (port) => {
+      const c = await RawClient.connect(port, { path: "/ws?name=ada", headers: { "X-Test": " value ", Cookie: "a=1; session=xyz" } })
+      await c.sendText("go")
+      await until("the message to be handled", () => seen.length === 2)
+      expect(seen).toEqual([["GET", "/ws", "ada", "value", "xyz", "1.1"], true])
+      await c.sendClose(1000)
+      await c.expectClose(1000)
+    })
+  })
+
   it("the same route on a node:http server (Upgrade.attach)", async () => {
     const http = Http.createServer()
     const scope = Scope.makeUnsafe()

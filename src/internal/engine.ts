@@ -45,6 +45,7 @@ import * as Metrics from "./metrics.ts"
 import * as Topics from "../Topics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
+import * as Syntax from "./syntax.ts"
 import * as Tracing from "./tracing.ts"
 
 type ResolvedRoute = Settings.ResolvedRoute
@@ -254,34 +255,71 @@ export const upgrade = (
 
 /**
  * The request as handlers see it (`WebSocket.Request`): the head's fields,
- * and its cookies parsed on first access (most connections never ask).
+ * its cookies parsed on first access (most connections never ask), and,
+ * for a head our own reader read, its headers and query dropped once the
+ * connection runs unless asked for already (`compact`): they are parsed
+ * again from the head's text on first access. An idle connection then holds
+ * one string for its request instead of a Map, its values and a
+ * URLSearchParams.
  */
 class ConnectionRequest implements WebSocket.Request {
   readonly method: string
   readonly target: string
   readonly path: string
-  readonly query: URLSearchParams
   readonly params: Readonly<Record<string, string>>
-  readonly headers: ReadonlyMap<string, string>
   readonly httpVersion: string
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
+  private parsedHeaders: ReadonlyMap<string, string> | undefined
+  private parsedQuery: URLSearchParams | undefined
   private parsedCookies: ReadonlyMap<string, string> | undefined = undefined
+  /** The head's text (our own head reader's requests), from which the headers and query can be parsed again. */
+  private readonly head: string | undefined
+  /** The headers or the query were asked for: they are kept. */
+  private asked = false
 
   constructor(request: Handshake.Request, params: Readonly<Record<string, string>>, remote: Remote) {
-    this.method = request.method
+    // The common values as constants, not a string of their own per connection.
+    this.method = request.method === "GET" ? "GET" : request.method
+    this.httpVersion = request.httpVersion === "1.1" ? "1.1" : request.httpVersion
     this.target = request.target
     this.path = request.path
-    this.query = request.query
+    this.parsedQuery = request.query
     this.params = params
-    this.headers = request.headers
-    this.httpVersion = request.httpVersion
+    this.parsedHeaders = request.headers
     this.remoteAddress = remote.remoteAddress
     this.remotePort = remote.remotePort
+    this.head = (request as { readonly [Syntax.HEAD_TEXT]?: string })[Syntax.HEAD_TEXT]
+  }
+
+  get headers(): ReadonlyMap<string, string> {
+    this.asked = true
+    return this.parsedHeaders ?? this.parseAgain().headers
+  }
+
+  get query(): URLSearchParams {
+    this.asked = true
+    return this.parsedQuery ?? this.parseAgain().query
   }
 
   get cookies(): ReadonlyMap<string, string> {
     return this.parsedCookies ??= Handshake.parseCookies(this.headers.get("cookie"))
+  }
+
+  /** The connection runs: what nobody asked for so far is dropped, if it can be parsed again. */
+  compact(): void {
+    if (this.head === undefined || this.asked) return
+    this.parsedHeaders = undefined
+    this.parsedQuery = undefined
+  }
+
+  private parseAgain(): Handshake.Request {
+    // The same bytes the head reader accepted: the same request.
+    const result = Handshake.feedHead(Handshake.initialHead(Infinity), Buffer.from(`${this.head}\r\n\r\n`, "latin1"))
+    if (result._tag !== "Complete") throw new Error("websock: a request head accepted once was refused when parsed again")
+    this.parsedHeaders = result.request.headers
+    this.parsedQuery = result.request.query
+    return result.request
   }
 }
 
@@ -437,6 +475,7 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   const span = engine.tracing.start("websock.connection", {
     parent: Tracer.externalSpan({ spanId: upgradeSpan.spanId, traceId: upgradeSpan.traceId, sampled: upgradeSpan.sampled })
   })
+  if (upgraded.req instanceof ConnectionRequest) upgraded.req.compact()
   const running = new Running(engine, span, codecScope)
   const driver = new Driver({
     socket,

@@ -108,3 +108,10 @@ export const splitTarget = (target: string): { readonly path: string; readonly q
   const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q)
   return { path: path.length === 0 ? "/" : path, query: q < 0 ? "" : pathAndQuery.slice(q + 1) }
 }
+
+/**
+ * Where the head reader leaves the text of a request's head (its lines, the
+ * final CRLF CRLF excluded) on the request it parsed, for a connection that
+ * drops the parsed headers while idle and parses them again if asked.
+ */
+export const HEAD_TEXT: unique symbol = Symbol.for("websock/Handshake/headText") as never
