@@ -18,6 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { afterEach, describe, expect, it } from "vitest"
+import * as Client from "../src/Client.ts"
 import * as Frame from "../src/Frame.ts"
 import * as Server from "../src/Server.ts"
 import * as Upgrade from "../src/Upgrade.ts"
@@ -169,6 +170,30 @@ describe("Server.events", () => {
     expect(server.entries.filter((e) => e.level === "Error").length, server.dump()).toBe(1)
   })
 
+  it("a client that goes away while open runs: open is interrupted, no message is handled, close runs once (1006)", async () => {
+    const started = Deferred.makeUnsafe<void>()
+    let interrupted = 0
+    const handled: Array<unknown> = []
+    const closed: Array<number> = []
+    const route = Server.events({
+      open: () =>
+        Effect.andThen(Deferred.succeed(started, undefined), Effect.never).pipe(Effect.onInterrupt(() => Effect.sync(() => void interrupted++))),
+      message: (_, m) => Effect.sync(() => void handled.push(m)),
+      close: (_, outcome) => Effect.sync(() => void closed.push(outcome.code))
+    })
+    await withServer({ routes: { "/ws": route } }, async (port, server) => {
+      const c = await RawClient.connect(port)
+      await c.sendText("early")
+      await Effect.runPromise(Deferred.await(started))
+      c.destroy()
+      await until("close to run", () => closed.length === 1 && connections(server) === 0)
+      expect(interrupted).toBe(1)
+      expect(handled).toEqual([])
+      expect(closed).toEqual([1006])
+    })
+    expect(closed.length).toBe(1)
+  })
+
   it("a shutdown with a message Effect in flight: the client gets 1001, the Effect is interrupted after closeTimeout, close runs once", async () => {
     const started = Deferred.makeUnsafe<void>()
     let interrupted = 0
@@ -252,6 +277,29 @@ describe("Server.events", () => {
       expect(seen).toEqual([["GET", "/ws", "ada", "value", "xyz", "1.1"], true])
       await c.sendClose(1000)
       await c.expectClose(1000)
+    })
+  })
+
+  it("with permessage-deflate (messages inflated asynchronously): in order, each answered, close with the outcome", async () => {
+    const closed: Array<number> = []
+    const route = Server.events({
+      message: (ws, message) => ws.send(message),
+      close: (_, outcome) => Effect.sync(() => void closed.push(outcome.code))
+    })
+    await withServer({ compression: { threshold: 0 }, routes: { "/ws": route } }, async (port, server) => {
+      const texts = Array.from({ length: 40 }, (_, i) => `message ${i} `.repeat(50))
+      const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        const ws = yield* Client.connect(`ws://127.0.0.1:${port}/ws`, { compression: { threshold: 0 } })
+        yield* ws.sendAll(texts)
+        const got: Array<WebSocket.Message> = []
+        for (let i = 0; i < texts.length; i++) got.push(yield* ws.receive)
+        yield* ws.close(1000)
+        return { got, extensions: ws.extensions }
+      })))
+      expect(result.extensions).toContain("permessage-deflate")
+      expect(result.got).toEqual(texts)
+      await until("close to run", () => closed.length === 1 && connections(server) === 0)
+      expect(closed).toEqual([1000])
     })
   })
 
