@@ -61,9 +61,6 @@ export class Events implements Consumer {
   /** Inside `pump`'s loop; `again` asks it for one more pull. */
   private pumping = false
   private again = false
-  /** Set while the messages' fiber takes the next message itself (`following`); `taken` is what it got. */
-  private taking = false
-  private taken: Message | undefined = undefined
   private readonly handlers: Handlers
   private readonly accepted: unknown
   private readonly host: EventsHost
@@ -95,10 +92,6 @@ export class Events implements Consumer {
       this.again = true
       return
     }
-    if (this.taking) {
-      this.taken = batch[0]
-      return
-    }
     // One fiber for the messages waiting now: it takes the next one itself
     // when an Effect is done, and ends when none waits.
     this.run(this.messages(batch[0]))
@@ -116,11 +109,7 @@ export class Events implements Consumer {
   }
 
   private following(): Effect.Effect<unknown, unknown, any> {
-    this.taking = true
-    this.host.inbox.next(1, this)
-    this.taking = false
-    const next = this.taken
-    this.taken = undefined
+    const next = this.host.inbox.nextOne(this)
     // Nothing waits: the inbox gives the next one to `give`, after this fiber.
     return next === undefined ? Effect.void : this.messages(next)
   }

@@ -136,6 +136,23 @@ export class Inbox {
     this.events.onProgress()
   }
 
+  /**
+   * `next(1, consumer)` for a consumer that takes messages one by one: the
+   * next message is returned at once if one waits (no batch array, no
+   * splice), otherwise `consumer` is given it, or the end, later.
+   */
+  nextOne(consumer: Consumer): Message | undefined {
+    this.holding = false
+    if (this.items.length === 0) {
+      this.next(1, consumer)
+      return undefined
+    }
+    const message = this.items.shift()!
+    this.holding = true
+    this.events.onProgress()
+    return message
+  }
+
   private cancel(): void {
     this.waiter = undefined
   }
