@@ -15,7 +15,7 @@
  *   BENCH_SECONDS=5       measured seconds per load scenario
  *   BENCH_WARMUP=2        warm-up seconds before measuring
  *   BENCH_SCENARIOS=A,B   subset of A-J (G-J: fan-out, only for the servers with a fan-out peer)
- *   BENCH_SERVERS=ws,raw  subset of websock, websock-no-metrics, raw, minimal, ws, ws-bufferutil, effect,
+ *   BENCH_SERVERS=ws,raw  subset of websock, websock-events, websock-no-metrics, raw, minimal, ws, ws-bufferutil, effect,
  *                         effect-http-websock, effect-http-ws, bun, websock-loop (fan-out only)
  *   BENCH_IDLE_CONNS=10000  connections for scenario F (2000 with BENCH_DEFLATE=1)
  *   BENCH_HOLD=2          seconds F holds its connections before reading RSS
@@ -180,6 +180,8 @@ const bunBinary = Path.join(root, "node_modules", ".bin", "bun")
 
 const allServers: ReadonlyArray<Server> = [
   peer("websock", "websock", "examples/EchoServer.ts", { fanout: "bench/peers/websock-fanout.ts" }),
+  // per-event Effects (Server.events): no fiber parked per connection
+  peer("websock-events", "websock, Server.events", "examples/EventsEchoServer.ts"),
   // fan-out only: websock without topics, trySend in a loop as examples/ChatRoom.ts does (what topics must beat)
   peer("websock-loop", "websock, trySend loop", undefined, { fanout: "bench/peers/websock-loop-fanout.ts" }),
   // the same with its metrics off: what counting costs (issue 14 allows 3% on B and C)

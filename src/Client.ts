@@ -427,8 +427,7 @@ const run = (settings: Resolved, upgraded: Upgraded): Effect.Effect<WebSocket.We
           deflateThreshold: compression?.threshold ?? 0,
           run: Effect.runPromiseExitWith(context),
           clock,
-          onEnd: () => clearInterval(timer),
-          onOver: ignore,
+          owner: { onEnd: () => clearInterval(timer), onOver: ignore },
           masker: Masker.shared
         })
         if (period > 0) {

@@ -17,7 +17,7 @@ import { Buffer } from "node:buffer"
 import { hash } from "node:crypto"
 import * as Syntax from "./internal/syntax.ts"
 
-const { isFieldValue, isOws, latin1Decode, latin1Encode, splitTarget, TCHAR, trimOws } = Syntax
+const { isFieldValue, isOws, latin1Decode, splitTarget, TCHAR, trimOws } = Syntax
 
 /**
  * A non-empty RFC 9110 token.
@@ -189,7 +189,9 @@ const complete = (chunks: ChunkList, end: number, start: number, rest: Uint8Arra
   // Drop the final CRLF CRLF; no bare CR or LF remain, so "\r\n" splits lines exactly.
   const text = latin1Decode(head.subarray(start, end - 4))
   const parsed = parseHead(text.split("\r\n"))
-  return typeof parsed === "string" ? malformed(parsed) : { _tag: "Complete", request: parsed, rest }
+  if (typeof parsed === "string") return malformed(parsed)
+  Object.defineProperty(parsed, Syntax.HEAD_TEXT, { value: text })
+  return { _tag: "Complete", request: parsed, rest }
 }
 
 const VERSION = /^HTTP\/([0-9])\.([0-9])$/
@@ -625,10 +627,11 @@ const userHeaders = (
 
 const encodeHead = (statusLine: string, headers: ReadonlyArray<readonly [string, string]>, body?: Uint8Array): Uint8Array => {
   let text = `${statusLine}\r\n`
-  for (const [name, value] of headers) text += `${name}: ${value}\r\n`
+  for (let i = 0; i < headers.length; i++) text += `${headers[i]![0]}: ${headers[i]![1]}\r\n`
   text += "\r\n"
-  const out = new Uint8Array(text.length + (body?.length ?? 0))
-  latin1Encode(text, out, 0)
+  // Node's latin1 encoder (values are checked to be chars <= 0xFF): no per-char loop
+  const out = Buffer.allocUnsafe(text.length + (body?.length ?? 0))
+  out.write(text, 0, "latin1")
   if (body !== undefined) out.set(body, text.length)
   return out
 }

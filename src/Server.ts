@@ -35,10 +35,12 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as Net from "node:net"
 import { ListenFailed, ServerError, UpgradeRejected } from "./Errors.ts"
 import * as Handshake from "./Handshake.ts"
 import * as Engine from "./internal/engine.ts"
+import * as Events from "./internal/events.ts"
 import * as Settings from "./internal/settings.ts"
 import type * as PerMessageDeflate from "./PerMessageDeflate.ts"
 import type * as Topics from "./Topics.ts"
@@ -114,6 +116,84 @@ export const route = <A = undefined, R1 = never, R2 = never>(route: {
   readonly headers?: ((request: WebSocket.Request, accepted: A) => ReadonlyArray<readonly [string, string]>) | undefined
   readonly origins?: ReadonlyArray<string> | undefined
 }): Route<R1 | R2, A> => route
+
+/**
+ * `R` itself, written so that TypeScript does not infer `R` from where the
+ * result goes: an Effect that is absent (no `open`, no `close`) needs
+ * nothing, whatever the `routes` option would accept.
+ */
+type Needs<R> = [R] extends [infer X] ? X : never
+
+/**
+ * A route of per-event Effects, for servers that hold many idle connections:
+ * between events nothing runs for a connection (no fiber, no Stream, no
+ * scope), where a `handler` parks a fiber for its whole life.
+ *
+ * - `open(ws, accepted)` runs once, before any message is handed over;
+ * - `message(ws, message, accepted)` runs for each message, in order, one at
+ *   a time: the next message waits until the previous Effect is done (and
+ *   past `inboxHighWaterMark` waiting messages the socket is no longer read,
+ *   as with a slow handler);
+ * - `close(ws, outcome, accepted)` runs once after the connection is over
+ *   (its closing handshake done, the socket closed, every message handled),
+ *   with its `CloseOutcome`.
+ *
+ * Each event runs in a fiber and a scope of its own, with the route's
+ * services, under the connection's span. A failure or defect of `open` or
+ * `message` closes the connection with 1011 and is logged once (later
+ * messages are dropped; `close` still runs); an Effect still running
+ * `closeTimeout` after the connection is over is interrupted. A shutdown
+ * past `shutdownTimeout` interrupts what runs and `close` may not run.
+ *
+ * ```ts
+ * Server.serve({
+ *   port: 8080,
+ *   routes: {
+ *     "/ws": Server.events({
+ *       open: (ws) => ws.send("hello"),
+ *       message: (ws, message) => ws.send(message),
+ *       close: (ws, outcome) => Effect.logInfo(`closed with ${outcome.code}`)
+ *     })
+ *   }
+ * })
+ * ```
+ *
+ * The result is a `Route`, usable wherever one is (`routes` of
+ * `Server.make`, `Upgrade`, `Http2`, `NodeHttpServer`); its `handler` runs
+ * the same events in one fiber, for code that calls it directly.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const events = <A = undefined, R1 = never, R2 = never, R3 = never, R4 = never>(options: {
+  readonly upgrade?: ((request: WebSocket.Request) => Effect.Effect<A, UpgradeRejected, R1>) | undefined
+  readonly open?: ((socket: WebSocket.WebSocketConnection, accepted: A) => Effect.Effect<unknown, unknown, R2>) | undefined
+  readonly message: (socket: WebSocket.WebSocketConnection, message: WebSocket.Message, accepted: A) => Effect.Effect<unknown, unknown, R3>
+  readonly close?:
+    | ((socket: WebSocket.WebSocketConnection, outcome: WebSocket.CloseOutcome, accepted: A) => Effect.Effect<unknown, unknown, R4>)
+    | undefined
+  readonly protocol?: ((offered: ReadonlyArray<string>, request: WebSocket.Request, accepted: A) => string | undefined) | undefined
+  readonly headers?: ((request: WebSocket.Request, accepted: A) => ReadonlyArray<readonly [string, string]>) | undefined
+  readonly origins?: ReadonlyArray<string> | undefined
+}): Route<Needs<R1 | R2 | R3 | R4>, A> => {
+  const { close, message, open } = options
+  const handlers: Events.Handlers = { open, message, close }
+  const route: Route<R1 | R2 | R3 | R4, A> = {
+    upgrade: options.upgrade,
+    protocol: options.protocol,
+    headers: options.headers,
+    origins: options.origins,
+    // The same events in one fiber (the engine runs `handlers` without it).
+    handler: (ws, accepted) =>
+      Effect.gen(function*() {
+        if (open !== undefined) yield* open(ws, accepted)
+        yield* ws.messages.pipe(Stream.runForEach((m) => message(ws, m, accepted)))
+        if (close !== undefined) yield* close(ws, yield* ws.closed, accepted)
+      }),
+    ...{ [Events.EventsId]: handlers }
+  }
+  return route as Route<Needs<R1 | R2 | R3 | R4>, A>
+}
 
 /**
  * Refuses an upgrade from a route's `upgrade` decision: the client gets

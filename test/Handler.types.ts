@@ -187,3 +187,30 @@ Server.route({
   upgrade: () => Effect.fail("nope"),
   handler: () => Effect.void
 })
+
+// -----------------------------------------------------------------------------
+// Server.events: the requirements of its Effects, inferred; none for absent ones
+// -----------------------------------------------------------------------------
+
+const servedEvents = Server.serve({
+  routes: {
+    "/plain": Server.events({ message: (ws, message) => ws.send(message) }),
+    "/services": Server.events({
+      open: (ws) => Effect.andThen(Users, ws.send("hi")),
+      message: (ws, message) => Effect.andThen(Effect.addFinalizer(() => Effect.void), ws.send(message)),
+      close: (_ws, outcome) => Effect.andThen(Clock, Effect.log(outcome.code))
+    })
+  }
+})
+exact<Effect.Services<typeof servedEvents>, Users | Clock>(true)
+
+const servedPlainEvents = Server.serve({ routes: { "/ws": Server.events({ message: (ws, message) => ws.send(message) }) } })
+exact<Effect.Services<typeof servedPlainEvents>, never>(true)
+
+// the upgrade decision's value reaches every event, typed
+Server.events({
+  upgrade: () => Effect.succeed({ user: "ada" }),
+  open: (_ws, accepted) => Effect.succeed(accepted.user satisfies string),
+  message: (_ws, _message, accepted) => Effect.succeed(accepted.user satisfies string),
+  close: (_ws, outcome, accepted) => Effect.succeed([outcome.code satisfies number, accepted.user satisfies string])
+})

@@ -698,8 +698,7 @@ describe("Compression: a failing deflate", () => {
           deflateThreshold: 0,
           run: Effect.runPromiseExit,
           clock: { now: Date.now() },
-          onEnd: () => {},
-          onOver: () => {}
+          owner: { onEnd: () => {}, onOver: () => {} }
         })
         started.driver.start(head.subarray(end + 4))
       }

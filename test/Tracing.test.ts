@@ -25,12 +25,13 @@ afterEach(() => RawClient.destroyAll())
 /** Runs `body` against a server built with a tracer that keeps every span. */
 const withTracedServer = async (
   options: Partial<Server.Options>,
-  body: (port: number, spans: ReadonlyArray<Tracer.NativeSpan>) => Promise<void>
+  body: (port: number, spans: ReadonlyArray<Tracer.NativeSpan>) => Promise<void>,
+  around: <A, E, R>(make: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> = (make) => make
 ): Promise<void> => {
   const { tracer, spans } = Spans.recording()
   const scope = Scope.makeUnsafe()
   const server = await Effect.runPromise(
-    Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, ...options }).pipe(
+    around(Server.make({ ...TestServer.testDefaults, routes: { "/ws": TestServer.echo }, ...options })).pipe(
       Scope.provide(scope),
       Effect.provideService(Tracer.Tracer, tracer),
       Effect.provideService(References.MinimumLogLevel, "None")
@@ -94,6 +95,38 @@ describe("spans", () => {
       expect(parentOf(greet!)).toBe(connection!.spanId)
       expect(ended(greet)).toBe(true)
     })
+  })
+
+  it("a server made inside a span: the upgrade's span is its child; Server.events' Effects are children of the connection's", async () => {
+    const routes = { "/ws": Server.events({ message: (ws, m) => Effect.withSpan(ws.send(m), "app.echo") }) }
+    await withTracedServer({ routes }, async (port, spans) => {
+      const client = await RawClient.connect(port)
+      await client.sendText("hi")
+      expect(await client.expectText()).toBe("hi")
+      await client.sendClose(1000)
+      await client.expectClose(1000)
+      await until("the connection's span ended", () => ended(named(spans, "websock.connection")[0]))
+      const [main] = named(spans, "app.main")
+      const [upgrade] = named(spans, "websock.upgrade")
+      const [connection] = named(spans, "websock.connection")
+      const [echo] = named(spans, "app.echo")
+      expect(parentOf(upgrade!)).toBe(main!.spanId)
+      expect(upgrade!.kind).toBe("server")
+      expect(parentOf(connection!)).toBe(upgrade!.spanId)
+      expect(parentOf(echo!)).toBe(connection!.spanId)
+      expect(connection!.attributes.get("websocket.close.code")).toBe(1000)
+    }, (make) => Effect.withSpan(make, "app.main"))
+  })
+
+  it("with tracing disabled (TracerEnabled false), no span reaches the tracer", async () => {
+    await withTracedServer({}, async (port, spans) => {
+      const client = await RawClient.connect(port)
+      await client.sendText("hi")
+      expect(await client.expectText()).toBe("hi")
+      await client.sendClose(1000)
+      await client.expectClose(1000)
+      expect(spans.filter((s) => s.name.startsWith("websock."))).toEqual([])
+    }, (make) => Effect.provideService(make, References.TracerEnabled, false))
   })
 
   it("continues the trace a client's traceparent header names", async () => {

@@ -31,7 +31,7 @@ import { Deferral, type DeferralTarget } from "./deferral.ts"
 import { Ending } from "./ending.ts"
 import { closedError, invalidClose, isOwnClose, receiveError } from "./errors.ts"
 import { Handle, type HandleTarget } from "./handle.ts"
-import { Inbox } from "./inbox.ts"
+import { Inbox, type InboxEvents } from "./inbox.ts"
 import { Keepalive } from "./keepalive.ts"
 import type { Masker } from "./masker.ts"
 import { type Instruments, Tally } from "./metrics.ts"
@@ -87,10 +87,8 @@ export interface DriverOptions {
   /** Runs an effect detached, with the server's services (compression work). */
   readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<Exit.Exit<A, E>>
   readonly clock: Clock
-  /** Called once, when the socket has closed, with the outcome. */
-  readonly onEnd: (driver: Driver, outcome: WebSocket.CloseOutcome) => void
-  /** Called once the connection is over and every message received was delivered: the handler may stop. */
-  readonly onOver: (driver: Driver) => void
+  /** Who runs the connection: told of its end (methods, so that no closure is made per connection). */
+  readonly owner: DriverOwner
   /**
    * Set for the client role: the server's frames must arrive unmasked, and
    * every frame we send is masked with a fresh key from it (RFC 6455 §5.1,
@@ -99,10 +97,22 @@ export interface DriverOptions {
   readonly masker?: Masker | undefined
 }
 
+/**
+ * What a driver tells whoever runs it.
+ *
+ * @internal
+ */
+export interface DriverOwner {
+  /** Called once, when the socket has closed, with the outcome. */
+  onEnd(driver: Driver, outcome: WebSocket.CloseOutcome): void
+  /** Called once the connection is over and every message received was delivered: the handler may stop. */
+  onOver(driver: Driver): void
+}
+
 let nextId = 1
 
 /** @internal */
-export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTarget, SocketEvents, Subscriber {
+export class Driver implements DeferralTarget, HandleTarget, InboxEvents, PingTarget, SendTarget, SocketEvents, Subscriber {
   readonly id = nextId++
   readonly handle: WebSocket.WebSocketConnection
   readonly request: WebSocket.Request
@@ -121,7 +131,12 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   private pings: Pings | undefined = undefined
   /** The wait before our delayed Close, from the first. */
   private deferral: Deferral | undefined = undefined
-  private readonly options: DriverOptions
+  // What it keeps of its options (not the options object: nothing more is held per connection).
+  private readonly socket: Duplex
+  private readonly masker: Masker | undefined
+  private readonly instruments: Instruments | undefined
+  private readonly clock: Clock
+  private readonly owner: DriverOwner
   private readonly ending: Ending
   /** What this connection sent and received, and the server's metrics. */
   readonly tally: Tally
@@ -131,7 +146,11 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
 
   constructor(options: DriverOptions) {
     const limits = options.limits
-    this.options = options
+    this.socket = options.socket
+    this.masker = options.masker
+    this.instruments = options.instruments
+    this.clock = options.clock
+    this.owner = options.owner
     this.hub = options.hub ?? new Hub(new Counts())
     this.limits = limits
     this.request = options.request
@@ -147,8 +166,8 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.outbox = new Outbox(options.socket, limits.highWaterMark, () => this.transport.written(), this.tally)
     this.outbox.masker = options.masker
     this.transport = new Transport(options.socket, this.outbox, limits)
-    this.inbox = new Inbox({ onProgress: () => this.onInboxProgress(), closedError: () => receiveError(this.id, this.ending.outcome) })
-    this.ending = new Ending(this.inbox, limits.closeTimeout, () => options.onOver(this))
+    this.inbox = new Inbox(this)
+    this.ending = new Ending(this.inbox, limits.closeTimeout, this)
     this.compression = options.codec === undefined ? undefined : new Compression(
       options.codec,
       options.deflateThreshold,
@@ -157,7 +176,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       {
         received: (message) => this.inbox.push(message),
         inflated: (text, data) => {
-          if (options.instruments !== undefined) options.instruments.originalReceived += data.length
+          if (this.instruments !== undefined) this.instruments.originalReceived += data.length
           this.afterInput({ _tag: "Inflated", text, data })
         },
         inflateFailed: (reason) => this.afterInput({ _tag: "InflateFailed", reason }),
@@ -166,7 +185,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
           // Deflated frames are counted here (the outbox counts the others).
           if (compressed) {
             this.tally.sent(text, original)
-            const instruments = options.instruments
+            const instruments = this.instruments
             if (instruments !== undefined) {
               instruments.originalSent += original
               instruments.compressedSent += payload.length
@@ -186,7 +205,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.transport.attach(this)
     // Closed before the listeners were attached (between the handshake and
     // now): no 'close' event will come.
-    if (this.options.socket.closed) return this.onClose()
+    if (this.socket.closed) return this.onClose()
     if (rest.length > 0) this.onData(rest)
     // The bytes that came with the request may already have filled the inbox.
     this.transport.resume()
@@ -218,7 +237,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       switch (action._tag) {
         case "Write": {
           const chunks = action.chunks
-          if (this.options.masker !== undefined) {
+          if (this.masker !== undefined) {
             // Client role: each frame (header, payload) is queued again by its
             // first byte, so that the outbox masks it (RFC 6455 §5.3).
             for (let j = 0; j + 1 < chunks.length; j += 2) this.outbox.frame(chunks[j]![0]!, chunks[j + 1]!)
@@ -234,7 +253,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
           break
         case "DeliverCompressed":
           // Counted as a message once inflated (its `Deliver`).
-          if (this.options.instruments !== undefined) this.options.instruments.compressedReceived += action.data.length
+          if (this.instruments !== undefined) this.instruments.compressedReceived += action.data.length
           this.compression?.receiveCompressed(action.text, action.data)
           break
         case "Pong":
@@ -271,7 +290,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
 
   /** Bytes from the socket: the hot path. */
   onData(chunk: Uint8Array): void {
-    this.keepalive.received(this.options.clock.now)
+    this.keepalive.received(this.clock.now)
     // Everything written while this chunk is handled (Pongs, Closes, and the
     // answers of a handler resumed synchronously by `afterRead`) goes out in
     // one write at the end, with no microtask in between.
@@ -288,14 +307,14 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     if (!this.transport.live) return
     // Messages still inflating count: they are received and not yet taken.
     if (this.inbox.size + (this.compression?.pendingInbound ?? 0) >= this.limits.inboxHighWaterMark) {
-      if (this.options.instruments !== undefined && !this.transport.isPaused(Pause.InboxFull)) this.options.instruments.pauses++
+      if (this.instruments !== undefined && !this.transport.isPaused(Pause.InboxFull)) this.instruments.pauses++
       this.transport.pause(Pause.InboxFull)
     }
     this.transport.checkPeerReading()
   }
 
-  /** The handler took messages, came back for more, or stopped consuming. */
-  private onInboxProgress(): void {
+  /** The handler took messages, came back for more, or stopped consuming (the inbox's call). */
+  onProgress(): void {
     if (this.inbox.size + (this.compression?.pendingInbound ?? 0) < this.limits.inboxHighWaterMark) this.transport.unpause(Pause.InboxFull)
     this.deferral?.check()
     if (this.transport.gone) this.ending.checkOver()
@@ -304,6 +323,16 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
   // ---------------------------------------------------------------------------
   // the application's Pings and Close, and the outcome
   // ---------------------------------------------------------------------------
+
+  /** The error of a `receive` after the end (the inbox's call). */
+  receiveError(): WebSocketError {
+    return receiveError(this.id, this.ending.outcome)
+  }
+
+  /** The connection is over and every message was delivered (the ending's call). */
+  onOver(): void {
+    this.owner.onOver(this)
+  }
 
   /** See the handle's `ping`. */
   ping(payload: Uint8Array | undefined): Effect.Effect<number, WebSocketError> {
@@ -330,6 +359,11 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
       : state._tag === "Draining" ? state.reply.code
       : state._tag === "Closed" ? state.outcome.detail?.code
       : undefined
+  }
+
+  /** The outcome, once the connection has one. */
+  get outcome(): WebSocket.CloseOutcome | undefined {
+    return this.ending.outcome
   }
 
   /** See the handle's `closed`. */
@@ -416,7 +450,7 @@ export class Driver implements DeferralTarget, HandleTarget, PingTarget, SendTar
     this.dispose()
     this.hub.unsubscribeAll(this)
     this.transport.closed()
-    this.options.onEnd(this, this.ending.outcome!)
+    this.owner.onEnd(this, this.ending.outcome!)
     this.ending.checkOver()
   }
 

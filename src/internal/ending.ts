@@ -23,12 +23,12 @@ export class Ending {
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private readonly inbox: Inbox
   private readonly closeTimeout: number
-  private readonly onOver: () => void
+  private readonly owner: { onOver(): void }
 
-  constructor(inbox: Inbox, closeTimeout: number, onOver: () => void) {
+  constructor(inbox: Inbox, closeTimeout: number, owner: { onOver(): void }) {
     this.inbox = inbox
     this.closeTimeout = closeTimeout
-    this.onOver = onOver
+    this.owner = owner
   }
 
   /** The outcome, when it is known. */
@@ -57,12 +57,12 @@ export class Ending {
     if (!inbox.subscribed || inbox.drained() && inbox.idle()) {
       this.over = true
       this.cancel()
-      this.onOver()
+      this.owner.onOver()
     } else if (this.timer === undefined) {
       this.timer = setTimeout(() => {
         this.timer = undefined
         this.over = true
-        this.onOver()
+        this.owner.onOver()
       }, this.closeTimeout)
     }
   }

@@ -28,7 +28,7 @@ import * as Headers from "effect/http/Headers"
 import * as HttpTraceContext from "effect/http/HttpTraceContext"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import { Buffer } from "node:buffer"
 import type { Duplex } from "node:stream"
 import { inspect } from "node:util"
@@ -37,12 +37,15 @@ import { UpgradeRejected } from "../Errors.ts"
 import * as Handshake from "../Handshake.ts"
 import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type * as WebSocket from "../WebSocket.ts"
-import { type Clock, Driver } from "./driver.ts"
+import { type Clock, Driver, type DriverOwner } from "./driver.ts"
+import { Events, type EventsHost } from "./events.ts"
+import type { Inbox } from "./inbox.ts"
 import * as Http2Stream from "./http2Stream.ts"
 import * as Metrics from "./metrics.ts"
 import * as Topics from "../Topics.ts"
 import type * as Router from "./router.ts"
 import type * as Settings from "./settings.ts"
+import * as Syntax from "./syntax.ts"
 import * as Tracing from "./tracing.ts"
 
 type ResolvedRoute = Settings.ResolvedRoute
@@ -199,18 +202,7 @@ export const upgrade = (
   if (origins !== undefined && origin !== undefined && !origins.has(origin.toLowerCase())) {
     return refuse(403, "origin not allowed")
   }
-  const req: WebSocket.Request = {
-    method: request.method,
-    target: request.target,
-    path: request.path,
-    query: request.query,
-    params: match.params,
-    headers: request.headers,
-    httpVersion: request.httpVersion,
-    cookies: Handshake.parseCookies(request.headers.get("cookie")),
-    remoteAddress: remote.remoteAddress,
-    remotePort: remote.remotePort
-  }
+  const req: WebSocket.Request = new ConnectionRequest(request, match.params, remote)
   let negotiated: PerMessageDeflate.Negotiated | undefined = undefined
   let extensions: string | undefined = undefined
   const { compression } = route.connection ?? settings
@@ -259,6 +251,76 @@ export const upgrade = (
   }
   if (route.upgrade === undefined) return accept(undefined, rest)
   decide(engine, socket, route, req, rest, deadline, span, refuse, accept)
+}
+
+/**
+ * The request as handlers see it (`WebSocket.Request`): the head's fields,
+ * its cookies parsed on first access (most connections never ask), and,
+ * for a head our own reader read, its headers and query dropped once the
+ * connection runs unless asked for already (`compact`): they are parsed
+ * again from the head's text on first access. An idle connection then holds
+ * one string for its request instead of a Map, its values and a
+ * URLSearchParams.
+ */
+class ConnectionRequest implements WebSocket.Request {
+  readonly method: string
+  readonly target: string
+  readonly path: string
+  readonly params: Readonly<Record<string, string>>
+  readonly httpVersion: string
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+  private parsedHeaders: ReadonlyMap<string, string> | undefined
+  private parsedQuery: URLSearchParams | undefined
+  private parsedCookies: ReadonlyMap<string, string> | undefined = undefined
+  /** The head's text (our own head reader's requests), from which the headers and query can be parsed again. */
+  private readonly head: string | undefined
+  /** The headers or the query were asked for: they are kept. */
+  private asked = false
+
+  constructor(request: Handshake.Request, params: Readonly<Record<string, string>>, remote: Remote) {
+    // The common values as constants, not a string of their own per connection.
+    this.method = request.method === "GET" ? "GET" : request.method
+    this.httpVersion = request.httpVersion === "1.1" ? "1.1" : request.httpVersion
+    this.target = request.target
+    this.path = request.path
+    this.parsedQuery = request.query
+    this.params = params
+    this.parsedHeaders = request.headers
+    this.remoteAddress = remote.remoteAddress
+    this.remotePort = remote.remotePort
+    this.head = (request as { readonly [Syntax.HEAD_TEXT]?: string })[Syntax.HEAD_TEXT]
+  }
+
+  get headers(): ReadonlyMap<string, string> {
+    this.asked = true
+    return this.parsedHeaders ?? this.parseAgain().headers
+  }
+
+  get query(): URLSearchParams {
+    this.asked = true
+    return this.parsedQuery ?? this.parseAgain().query
+  }
+
+  get cookies(): ReadonlyMap<string, string> {
+    return this.parsedCookies ??= Handshake.parseCookies(this.headers.get("cookie"))
+  }
+
+  /** The connection runs: what nobody asked for so far is dropped, if it can be parsed again. */
+  compact(): void {
+    if (this.head === undefined || this.asked) return
+    this.parsedHeaders = undefined
+    this.parsedQuery = undefined
+  }
+
+  private parseAgain(): Handshake.Request {
+    // The same bytes the head reader accepted: the same request.
+    const result = Handshake.feedHead(Handshake.initialHead(Infinity), Buffer.from(`${this.head}\r\n\r\n`, "latin1"))
+    if (result._tag !== "Complete") throw new Error("websock: a request head accepted once was refused when parsed again")
+    this.parsedHeaders = result.request.headers
+    this.parsedQuery = result.request.query
+    return result.request
+  }
 }
 
 /** Bytes held for the connection while its upgrade is decided, beyond which the socket is no longer read. */
@@ -392,13 +454,14 @@ interface Upgraded {
 
 /**
  * Runs an upgraded connection: a `Driver` for the socket, and the handler in
- * a fiber with a scope of its own. The handler is interrupted once the
- * connection is over and its messages were delivered (its scope closes
- * then); the connection has ended when both the socket has closed and the
- * handler's fiber is done.
+ * a fiber with a scope of its own (or, for a route of `Server.events`, its
+ * per-event Effects, with no fiber between events). The handler is
+ * interrupted once the connection is over and its messages were delivered
+ * (its scope closes then); the connection has ended when both the socket has
+ * closed and the handler's fiber is done (or the `close` event ran).
  */
 const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Array): void => {
-  const { settings, state } = engine
+  const { settings } = engine
   const { route, negotiated } = upgraded
   const { limits, compression } = route.connection ?? settings
   // zlib contexts live in a scope of the connection's, closed when it ends.
@@ -406,19 +469,14 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
   const codec = negotiated !== undefined && codecScope !== undefined && compression !== undefined
     ? Effect.runSync(Scope.provide(PerMessageDeflate.make(negotiated, compression), codecScope))
     : undefined
-  const span = engine.tracing.start("websock.connection", { parent: upgraded.span, attributes: connectionAttributes(upgraded) })
-  /** How the handler ended, for the connection's span: a failure fails it. */
-  let handlerExit: Exit.Exit<unknown, unknown> = Exit.void
-  let pending = 2 // the socket's close and the handler's end
-  const done = () => {
-    if (--pending > 0) return
-    if (codecScope !== undefined) Effect.runFork(Scope.close(codecScope, Exit.void))
-    engine.tracing.end(span, handlerExit)
-    ended(state)
-  }
-  let fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
-  /** Set when the server interrupts the handler because its connection is over. */
-  let over = false
+  // Its parent by id, so that the upgrade's span (ended) is not held for the
+  // connection's life; its attributes are set when it ends (`endAttributes`).
+  const upgradeSpan = upgraded.span
+  const span = engine.tracing.start("websock.connection", {
+    parent: Tracer.externalSpan({ spanId: upgradeSpan.spanId, traceId: upgradeSpan.traceId, sampled: upgradeSpan.sampled })
+  })
+  if (upgraded.req instanceof ConnectionRequest) upgraded.req.compact()
+  const running = new Running(engine, span, codecScope)
   const driver = new Driver({
     socket,
     limits,
@@ -431,43 +489,132 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
     hub: engine.topics.hub,
     run: engine.runPromiseExit,
     clock: engine.clock,
-    onEnd: (d, outcome) => {
-      state.drivers.delete(d)
-      const instruments = engine.instruments
-      if (instruments !== undefined) {
-        instruments.open--
-        instruments.closed(outcome.code, outcome.initiator)
-      }
-      d.tally.end()
-      endAttributes(span, outcome, d.tally)
-      const detail = outcome.detail
-      if (detail !== undefined && CloseReason.isViolation(detail)) {
-        engine.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
-          Effect.annotateLogs(annotations(d))
-        ))
-      }
-      done()
-    },
-    onOver: () => {
-      over = true
-      fiber?.interruptUnsafe()
-    }
+    owner: running
   })
-  state.drivers.add(driver)
+  running.driver = driver
+  engine.state.drivers.add(driver)
   if (engine.instruments !== undefined) engine.instruments.open++
-  // Suspended, so that a handler that throws before returning its Effect is
-  // a defect of its own connection (1011), like one that dies inside it.
-  span.attribute("websock.connection.id", driver.id)
-  fiber = engine.runFork(
-    Effect.scoped(Effect.suspend(() => route.handler(driver.handle, upgraded.accepted))).pipe(Effect.withParentSpan(span))
-  )
-  fiber.addObserver((exit) => {
+  const handlers = route.events
+  if (handlers !== undefined) {
+    const events = new Events(handlers, upgraded.accepted, running)
+    running.events = events
+    events.start()
+  } else {
+    // Suspended, so that a handler that throws before returning its Effect is
+    // a defect of its own connection (1011), like one that dies inside it.
+    const { handler } = route
+    const { accepted } = upgraded
+    const fiber = engine.runFork(inScopeUnder(Effect.suspend(() => handler(driver.handle, accepted)), span))
+    running.fiber = fiber
+    fiber.addObserver((exit) => {
+      running.stopped(exit)
+      running.done()
+    })
+  }
+  driver.start(rest)
+}
+
+/**
+ * `effect` in a scope of its own, closed when it ends, with `span` as the
+ * parent of its spans: `Effect.scoped` and `Effect.withParentSpan` in one
+ * change of the fiber's context, and without the stack trace that
+ * `withParentSpan` captures (less held by a handler's fiber for its life).
+ */
+const inScopeUnder = <A, E, R>(effect: Effect.Effect<A, E, R>, span: Tracer.Span): Effect.Effect<A, E, Exclude<R, Scope.Scope>> =>
+  Effect.suspend(() => {
+    const scope = Scope.makeUnsafe()
+    return Effect.onExit(
+      Effect.updateContext(effect, (context: Context.Context<Exclude<R, Scope.Scope>>) =>
+        Context.add(Context.add(context, Scope.Scope, scope), Tracer.ParentSpan, span) as Context.Context<R>),
+      (exit) => Scope.close(scope, exit)
+    )
+  })
+
+/**
+ * One running connection, as the engine sees it: the driver's owner (its
+ * end), the host of its events, and the end of both. A class, so that a
+ * connection holds one object here rather than a closure per callback.
+ */
+class Running implements DriverOwner, EventsHost {
+  driver!: Driver
+  /** The handler's fiber (a handler route). */
+  fiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  /** The route's per-event Effects (`Server.events`), run instead of a handler's fiber. */
+  events: Events | undefined = undefined
+  /** How the handler ended, for the connection's span: a failure fails it. */
+  private handlerExit: Exit.Exit<unknown, unknown> = Exit.void
+  /** The socket's close and the handler's end (or the `close` event's). */
+  private pending = 2
+  /** Set when the server interrupts the handler because its connection is over. */
+  private over = false
+  private readonly engine: Engine
+  private readonly span: Tracer.Span
+  private readonly codecScope: Scope.Closeable | undefined
+
+  constructor(engine: Engine, span: Tracer.Span, codecScope: Scope.Closeable | undefined) {
+    this.engine = engine
+    this.span = span
+    this.codecScope = codecScope
+  }
+
+  get handle(): WebSocket.WebSocketConnection {
+    return this.driver.handle
+  }
+
+  get inbox(): Inbox {
+    return this.driver.inbox
+  }
+
+  get outcome(): WebSocket.CloseOutcome | undefined {
+    return this.driver.outcome
+  }
+
+  /** One of the two ends. */
+  done(): void {
+    if (--this.pending > 0) return
+    if (this.codecScope !== undefined) Effect.runFork(Scope.close(this.codecScope, Exit.void))
+    this.engine.tracing.end(this.span, this.handlerExit)
+    ended(this.engine.state)
+  }
+
+  onEnd(driver: Driver, outcome: WebSocket.CloseOutcome): void {
+    const engine = this.engine
+    engine.state.drivers.delete(driver)
+    const instruments = engine.instruments
+    if (instruments !== undefined) {
+      instruments.open--
+      instruments.closed(outcome.code, outcome.initiator)
+    }
+    driver.tally.end()
+    endAttributes(this.span, driver, outcome, driver.tally)
+    const detail = outcome.detail
+    if (detail !== undefined && CloseReason.isViolation(detail)) {
+      engine.runFork(Effect.logWarning(`websock: connection failed with ${detail.code}: ${detail.reason}`).pipe(
+        Effect.annotateLogs(annotations(driver))
+      ))
+    }
+    this.done()
+  }
+
+  onOver(): void {
+    this.over = true
+    if (this.events !== undefined) this.events.onOver()
+    else this.fiber?.interruptUnsafe()
+  }
+
+  fork(effect: Effect.Effect<unknown, unknown, any>): Fiber.Fiber<unknown, unknown> {
+    return this.engine.runFork(Effect.provideService(effect, Tracer.ParentSpan, this.span))
+  }
+
+  /** How the handler ended (or an event stopped), as the connection's close and its log say it. */
+  stopped(exit: Exit.Exit<unknown, unknown>): void {
+    const { engine, driver } = this
     if (Exit.isSuccess(exit) || isOwnClose(driver, exit.cause)) {
       // Returned, or ended by its own connection's close: close normally
       // (nothing happens if the connection is already closing).
       driver.closeWith(CloseReason.normal())
     } else if (!Cause.hasInterruptsOnly(exit.cause)) {
-      handlerExit = exit
+      this.handlerExit = exit
       driver.closeWith(CloseReason.internalError("internal error"))
       const code = driver.sentCode()
       engine.runFork(
@@ -475,26 +622,32 @@ const run = (engine: Engine, socket: Duplex, upgraded: Upgraded, rest: Uint8Arra
           Effect.annotateLogs(annotations(driver))
         )
       )
-    } else if (state.shuttingDown) {
+    } else if (engine.state.shuttingDown) {
       // Interrupted by a shutdown past its timeout: the connection goes too.
       driver.abort()
-    } else if (!over) {
+    } else if (!this.over) {
       driver.closeWith(CloseReason.goingAway("handler interrupted"))
     }
-    done()
-  })
-  driver.start(rest)
-}
+  }
 
-const connectionAttributes = (upgraded: Upgraded): Record<string, unknown> => {
-  const attributes: Record<string, unknown> = { "url.path": upgraded.req.path }
-  if (upgraded.protocol !== undefined) attributes["websocket.subprotocol"] = upgraded.protocol
-  if (upgraded.extensions !== undefined) attributes["websocket.extensions"] = upgraded.extensions
-  return attributes
+  /** The `close` event is done (or there is none). */
+  finished(exit: Exit.Exit<unknown, unknown>): void {
+    if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+      this.handlerExit = exit
+      this.engine.runFork(
+        Effect.logError("websock: the route's close event failed", describe(exit.cause)).pipe(Effect.annotateLogs(annotations(this.driver)))
+      )
+    }
+    this.done()
+  }
 }
 
 /** How the connection ended, and what went through it, on its span. */
-const endAttributes = (span: Tracer.Span, outcome: WebSocket.CloseOutcome, tally: Metrics.Tally): void => {
+const endAttributes = (span: Tracer.Span, driver: Driver, outcome: WebSocket.CloseOutcome, tally: Metrics.Tally): void => {
+  span.attribute("url.path", driver.request.path)
+  if (driver.protocol !== undefined) span.attribute("websocket.subprotocol", driver.protocol)
+  if (driver.extensions !== undefined) span.attribute("websocket.extensions", driver.extensions)
+  span.attribute("websock.connection.id", driver.id)
   span.attribute("websocket.close.code", outcome.code)
   span.attribute("websocket.close.initiator", outcome.initiator)
   span.attribute("websocket.close.clean", outcome.clean)

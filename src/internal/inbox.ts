@@ -12,27 +12,27 @@
  */
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import * as Cause from "effect/Cause"
+import * as Channel from "effect/Channel"
 import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { WebSocketError } from "../Errors.ts"
 
 /** A message: text as a string, binary as bytes. */
 type Message = string | Uint8Array
 
-/** The consumer waiting for messages. */
-interface Waiter {
-  /** At most this many messages. */
-  readonly limit: number
-  readonly give: (batch: NonEmptyReadonlyArray<Message>) => void
-  readonly end: () => void
+/** A consumer's pull: what it is given (a batch, or the end). */
+export interface Consumer {
+  give(batch: NonEmptyReadonlyArray<Message>): void
+  end(): void
 }
 
 /** What the inbox tells its driver. */
 export interface InboxEvents {
   /** Messages were taken, or the consumer came back for more / went away: the handler may have caught up. */
-  readonly onProgress: () => void
+  onProgress(): void
   /** The error of a `receive` after the end. */
-  readonly closedError: () => WebSocketError
+  receiveError(): WebSocketError
 }
 
 const CONCURRENT = "websock: the connection's messages are already being consumed (one consumer at a time: a second `messages` stream or `receive` while one runs)"
@@ -40,7 +40,9 @@ const CONCURRENT = "websock: the connection's messages are already being consume
 /** @internal */
 export class Inbox {
   private items: Array<Message> = []
-  private waiter: Waiter | undefined = undefined
+  private waiter: Consumer | undefined = undefined
+  /** At most this many messages for the waiting consumer. */
+  private limit = 1
   private ended = false
   /** The consumer holds a batch it took and has not come back for more. */
   private holding = false
@@ -88,7 +90,7 @@ export class Inbox {
     const waiter = this.waiter
     if (waiter === undefined || this.items.length === 0) return
     this.waiter = undefined
-    waiter.give(this.take(waiter.limit))
+    waiter.give(this.take(this.limit))
   }
 
   /** No more messages will arrive. */
@@ -99,6 +101,11 @@ export class Inbox {
       this.waiter = undefined
       waiter.end()
     }
+  }
+
+  /** Whether `consumer` waits for messages (its pull is pending). */
+  waiting(consumer: Consumer): boolean {
+    return this.waiter === consumer
   }
 
   /** Only called when `items` is not empty. */
@@ -115,47 +122,74 @@ export class Inbox {
     return batch as unknown as NonEmptyReadonlyArray<Message>
   }
 
-  /** One pull: up to `limit` messages, or the end. */
-  private next(limit: number, give: Waiter["give"], end: () => void): void {
-    // Coming back for more means the previous batch has been handled.
+  /**
+   * One pull: up to `limit` messages, or the end, given to `consumer` now or
+   * when they come. Coming back for more means the previous batch has been
+   * handled.
+   */
+  next(limit: number, consumer: Consumer): void {
     this.holding = false
-    if (this.items.length > 0) return give(this.take(limit))
-    if (this.ended) return end()
-    this.waiter = { limit, give, end }
+    if (this.items.length > 0) return consumer.give(this.take(limit))
+    if (this.ended) return consumer.end()
+    this.waiter = consumer
+    this.limit = limit
     this.events.onProgress()
+  }
+
+  /**
+   * `next(1, consumer)` for a consumer that takes messages one by one: the
+   * next message is returned at once if one waits (no batch array, no
+   * splice), otherwise `consumer` is given it, or the end, later.
+   */
+  nextOne(consumer: Consumer): Message | undefined {
+    this.holding = false
+    if (this.items.length === 0) {
+      this.next(1, consumer)
+      return undefined
+    }
+    const message = this.items.shift()!
+    this.holding = true
+    this.events.onProgress()
+    return message
   }
 
   private cancel(): void {
     this.waiter = undefined
   }
 
-  private start(): boolean {
+  /** Starts a consumer of its own kind (`next` then pulls); false when one is running. */
+  start(): boolean {
     if (this.active) return false
     this.active = true
     this.used = true
     return true
   }
 
-  private stop(): void {
+  /** The consumer has stopped. */
+  stop(): void {
     this.active = false
     this.holding = false
     this.waiter = undefined
     this.events.onProgress()
   }
 
-  /** The messages as a stream (see the module's note on consumers). */
+  /**
+   * The messages as a stream (see the module's note on consumers). One pull
+   * effect per stream, whose end is a finalizer of the stream's own scope
+   * (no `unwrap` nor `ensuring` layer, the channel's own scope: fewer objects held while it waits).
+   */
   stream(): Stream.Stream<Message> {
-    return Stream.unwrap(Effect.sync(() => {
-      if (!this.start()) return Stream.die(new Error(CONCURRENT))
+    return Stream.fromChannel(Channel.fromTransform((_, scope) => Effect.suspend(() => {
+      if (!this.start()) return Effect.die(new Error(CONCURRENT))
       let first = true // the first pull takes one message
       const pull = Effect.callback<NonEmptyReadonlyArray<Message>, Cause.Done>((resume) => {
         const limit = first ? 1 : Number.MAX_SAFE_INTEGER
         first = false
-        this.next(limit, (batch) => resume(Effect.succeed(batch)), () => resume(Cause.done()))
+        this.next(limit, { give: (batch) => resume(Effect.succeed(batch)), end: () => resume(Cause.done()) })
         return Effect.sync(() => this.cancel())
       })
-      return Stream.fromPull(Effect.succeed(pull)).pipe(Stream.ensuring(Effect.sync(() => this.stop())))
-    }))
+      return Effect.as(Scope.addFinalizer(scope, Effect.sync(() => this.stop())), pull)
+    })))
   }
 
   /** The next message; fails with the connection's closed error once the messages have ended. */
@@ -163,17 +197,16 @@ export class Inbox {
     return Effect.suspend(() => {
       if (!this.start()) return Effect.die(new Error(CONCURRENT))
       return Effect.callback<Message, WebSocketError>((resume) => {
-        this.next(
-          1,
-          (batch) => {
+        this.next(1, {
+          give: (batch) => {
             this.stop()
             resume(Effect.succeed(batch[0]))
           },
-          () => {
+          end: () => {
             this.stop()
-            resume(Effect.fail(this.events.closedError()))
+            resume(Effect.fail(this.events.receiveError()))
           }
-        )
+        })
         return Effect.sync(() => this.stop())
       })
     })

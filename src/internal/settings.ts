@@ -13,6 +13,7 @@ import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 import type { Options } from "../Server.ts"
 import type * as WebSocket from "../WebSocket.ts"
 import type { Limits } from "./driver.ts"
+import * as Events from "./events.ts"
 import * as Router from "./router.ts"
 
 /** A route as the engine runs it: every field read and checked once. */
@@ -25,6 +26,8 @@ export interface ResolvedRoute {
   readonly origins: ReadonlySet<string> | undefined
   /** This route's limits and permessage-deflate policy, in place of the server's (`undefined`: the server's). */
   readonly connection?: Connection | undefined
+  /** The route's per-event Effects (`Server.events`), run instead of `handler`. */
+  readonly events?: Events.Handlers | undefined
 }
 
 /** What each connection runs under: its limits and timers, and the permessage-deflate policy. */
@@ -201,6 +204,7 @@ const route = (key: string, value: unknown, serverOrigins: ReadonlySet<string> |
     upgrade: fields.upgrade as ResolvedRoute["upgrade"],
     protocol: fields.protocol as ResolvedRoute["protocol"],
     headers: fields.headers as ResolvedRoute["headers"],
+    events: (given as { readonly [Events.EventsId]?: Events.Handlers })[Events.EventsId],
     origins: fields.origins === undefined ? serverOrigins : origins(`${name}.origins`, fields.origins)
   }
 }
