@@ -127,6 +127,8 @@ export interface Options {
   readonly threshold: number
   readonly level: number
   readonly memLevel: number
+  /** @since 0.2.0 */
+  readonly syncLimit: number
 }
 
 /**
@@ -137,11 +139,12 @@ export const defaults: Options = {
   enabled: true,
   serverMaxWindowBits: 15,
   clientMaxWindowBits: 15,
-  serverNoContextTakeover: false,
+  serverNoContextTakeover: true,
   clientNoContextTakeover: false,
   threshold: 1024,
   level: 1,
-  memLevel: 8
+  memLevel: 8,
+  syncLimit: 64 * 1024
 }
 
 /**
@@ -169,6 +172,7 @@ export const validate = (options: Options): ReadonlyArray<{ readonly option: str
   range("level", 0, 9)
   range("memLevel", 1, 9)
   range("threshold", 0, Number.MAX_SAFE_INTEGER)
+  range("syncLimit", 0, Number.MAX_SAFE_INTEGER)
   flag("enabled")
   flag("serverNoContextTakeover")
   flag("clientNoContextTakeover")
@@ -414,6 +418,26 @@ export interface Codec {
   readonly inflate: (data: Uint8Array, maxSize: number) => Effect.Effect<Uint8Array, InflateError>
   readonly deflate: (data: Uint8Array) => Effect.Effect<Uint8Array>
   readonly close: Effect.Effect<void>
+  /**
+   * `inflate` done at once on the calling thread, for a payload of at most
+   * `syncLimit` bytes: the inflated message (a fresh array, not a view), or
+   * its `InflateError`; `undefined` when it must go through `inflate`
+   * instead (a larger payload, an `inflate` still queued or in flight, a
+   * closed codec, or a Node without the zlib internals this relies on). The
+   * context is the same as `inflate`'s, so the caller keeps the order of
+   * the two.
+   *
+   * @since 0.2.0
+   */
+  readonly inflateSync: (data: Uint8Array, maxSize: number) => Uint8Array | InflateError | undefined
+  /**
+   * `deflate` done at once, under the same conditions as `inflateSync` (a
+   * message of at most `syncLimit` bytes): the deflated payload (a fresh
+   * array), an `Error` if zlib failed, or `undefined`: call `deflate`.
+   *
+   * @since 0.2.0
+   */
+  readonly deflateSync: (data: Uint8Array) => Uint8Array | Error | undefined
 }
 
 /** RFC 7692 §7.2.1/§7.2.2: the tail of a sync flush, stripped by the sender and appended by the receiver. */
@@ -432,6 +456,8 @@ const SMALL_MESSAGE = 16 * 1024
 interface Engine {
   readonly stream: Zlib.Inflate | Zlib.Deflate
   sink: Sink | undefined
+  /** The same context for the synchronous path (`undefined`: this Node does not expose it). */
+  readonly sync: SyncZlib | undefined
 }
 
 interface Sink {
@@ -440,11 +466,169 @@ interface Sink {
 }
 
 const makeEngine = (stream: Zlib.Inflate | Zlib.Deflate): Engine => {
-  const engine: Engine = { stream, sink: undefined }
+  const engine: Engine = { stream, sink: undefined, sync: syncOf(stream) }
   stream.on("data", (chunk: Buffer) => engine.sink?.data(chunk))
   // Also keeps a late error (e.g. after close) from becoming an uncaught exception.
   stream.on("error", (error: Error) => engine.sink?.error(error))
   return engine
+}
+
+// -----------------------------------------------------------------------------
+// Synchronous zlib
+// -----------------------------------------------------------------------------
+
+/**
+ * What the synchronous path needs of a node:zlib stream: its native handle's
+ * `writeSync(flush, in, inOff, inLen, out, outOff, outLen)` and the
+ * `[availOut, availIn]` it leaves in `_writeState`, i.e. one call of zlib's
+ * `inflate`/`deflate` on the stream's own context, on this thread.
+ *
+ * These are node:zlib internals, not a documented API (node's own
+ * `zlib.inflateRawSync` runs on them). The public `_processChunk(chunk, flag)`
+ * would be the obvious candidate, but without a callback it closes the
+ * stream after the one chunk (it is `inflateRawSync`'s one-shot helper), so
+ * it cannot keep a context from one message to the next. Every stream is
+ * checked (`syncOf`): where they are missing the codec runs everything on
+ * the thread pool, as it always can.
+ */
+interface NativeZlib {
+  readonly writeSync: (
+    flush: number,
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    output: Uint8Array,
+    outOff: number,
+    outLen: number
+  ) => void
+  readonly reset: () => void
+  onerror: (message: string, errno: number, code: string) => void
+}
+
+/** A stream's native handle for the synchronous path, and the error it reported during the last call. */
+interface SyncZlib {
+  readonly stream: Zlib.Inflate | Zlib.Deflate
+  readonly handle: NativeZlib
+  readonly state: Uint32Array
+  /** Set by the handle's `onerror` during a `writeSync` (the stream is then destroyed). */
+  error: Error | undefined
+}
+
+const syncOf = (stream: Zlib.Inflate | Zlib.Deflate): SyncZlib | undefined => {
+  const internals = stream as unknown as { readonly _handle?: Partial<NativeZlib> | null; readonly _writeState?: unknown }
+  const handle = internals._handle
+  const state = internals._writeState
+  if (
+    handle === undefined || handle === null || typeof handle.writeSync !== "function" ||
+    typeof handle.reset !== "function" || typeof handle.onerror !== "function" ||
+    !(state instanceof Uint32Array) || state.length < 2
+  ) return undefined
+  const native = handle as NativeZlib
+  const sync: SyncZlib = { stream, handle: native, state, error: undefined }
+  // node's own onerror destroys the stream; remember the error first, so the
+  // caller can tell a zlib failure from a result.
+  const original = native.onerror
+  native.onerror = function(this: unknown, message, errno, code) {
+    const error = new Error(message) as Error & { code?: string; errno?: number }
+    error.code = code
+    error.errno = errno
+    sync.error = error
+    return original.call(this, message, errno, code)
+  }
+  return sync
+}
+
+/**
+ * One buffer zlib writes into on the synchronous path, shared by every codec:
+ * nothing runs between a `writeSync` and the copy out of it. A message's
+ * output is copied out in pieces of this size.
+ */
+const scratch = new Uint8Array(64 * 1024)
+
+/** Where an inflate's payload and trailer are put together, grown to the largest synchronous payload. */
+let joined = new Uint8Array(16 * 1024 + TRAILER.length)
+
+/** The payload with `00 00 ff ff` appended, in `joined` (valid until the next call). */
+const withTrailer = (data: Uint8Array): Uint8Array => {
+  const length = data.length + TRAILER.length
+  if (joined.length < length) joined = new Uint8Array(Math.max(length, joined.length * 2))
+  joined.set(data, 0)
+  joined.set(TRAILER, data.length)
+  return joined.subarray(0, length)
+}
+
+/** The result of one message through `runSync`: its output, and whether zlib left input unread (BFINAL). */
+type SyncResult =
+  | { readonly _tag: "Done"; readonly output: Uint8Array; readonly unread: number }
+  | { readonly _tag: "Failed"; readonly error: Error }
+  | { readonly _tag: "TooBig" }
+
+/**
+ * Feeds `input` to the context with Z_SYNC_FLUSH until zlib stops filling the
+ * output, and copies the output out. Gives up as soon as more than `maxSize`
+ * bytes came out (the context is then in the middle of the message).
+ */
+const runSync = (z: SyncZlib, input: Uint8Array, maxSize: number): SyncResult => {
+  const flush = Zlib.constants.Z_SYNC_FLUSH
+  let inOff = 0 // the input zlib has not read yet starts here
+  let inLen = input.length // and is this long
+  let total = 0 // bytes out so far
+  let first: Uint8Array | undefined // the first piece of output (usually the only one)
+  let more: Array<Uint8Array> | undefined // the others
+  for (;;) {
+    z.error = undefined
+    z.handle.writeSync(flush, input, inOff, inLen, scratch, 0, scratch.length)
+    if (z.error !== undefined) return { _tag: "Failed", error: z.error }
+    const availOut = z.state[0]!
+    const availIn = z.state[1]!
+    const have = scratch.length - availOut
+    if (have > 0) {
+      total += have
+      if (total > maxSize) return { _tag: "TooBig" }
+      const piece = scratch.slice(0, have)
+      if (first === undefined) first = piece
+      else (more ??= []).push(piece)
+    }
+    inOff += inLen - availIn
+    inLen = availIn
+    // A full output buffer may hide more output; anything less means zlib is done.
+    if (availOut !== 0) break
+  }
+  const output = first === undefined ? empty : more === undefined ? first : concat([first, ...more], total)
+  return { _tag: "Done", output, unread: inLen }
+}
+
+/**
+ * Contexts shared by every connection, for the directions without context
+ * takeover: such a context carries nothing from one message to the next, and
+ * on the synchronous path no two messages use it at once, so one context per
+ * set of zlib parameters serves the whole process, reset after each message.
+ * An idle connection holds none. A context that failed is replaced.
+ */
+const shared = new Map<string, SyncZlib>()
+
+const sharedContext = (key: string, create: () => Zlib.Inflate | Zlib.Deflate): SyncZlib | undefined => {
+  const existing = shared.get(key)
+  if (existing !== undefined && !existing.stream.destroyed) return existing
+  const stream = create()
+  // a late error event (after a failure destroyed it) goes nowhere
+  stream.on("error", () => {})
+  const sync = syncOf(stream)
+  if (sync === undefined) {
+    stream.close()
+    return undefined
+  }
+  shared.set(key, sync)
+  return sync
+}
+
+/** After a message on a shared context: reset it for the next one, or forget it if it failed. */
+const release = (key: string, z: SyncZlib): void => {
+  if (z.stream.destroyed) {
+    if (shared.get(key) === z) shared.delete(key)
+    return
+  }
+  z.handle.reset()
 }
 
 const concat = (chunks: ReadonlyArray<Uint8Array>, total: number): Uint8Array => {
@@ -498,6 +682,15 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
   let abortDeflate: (() => void) | undefined // interrupts the deflate in flight, for close
   const inflateLock = Semaphore.makeUnsafe(1)
   const deflateLock = Semaphore.makeUnsafe(1)
+  let inflatesQueued = 0 // `inflate`s not yet done: inflateSync waits for them (by declining)
+  let deflatesQueued = 0 // `deflate`s not yet done
+  const syncLimit = options.syncLimit
+  // the shared contexts for the directions without context takeover
+  const sharedInflateKey = `inflate/${inflateWindowBits}`
+  const sharedDeflateKey = `deflate/${deflateWindowBits}/${options.level}/${options.memLevel}`
+  const createInflater = () => Zlib.createInflateRaw({ windowBits: inflateWindowBits, flush })
+  const createDeflater = () =>
+    Zlib.createDeflateRaw({ windowBits: deflateWindowBits, level: options.level, memLevel: options.memLevel, flush })
 
   const dropInflater = () => {
     if (inflater !== undefined) {
@@ -525,7 +718,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       if (inflater === undefined) {
         // node:zlib's flush option: every write is inflated with Z_SYNC_FLUSH,
         // so the write callback fires once all its output has been emitted.
-        inflater = makeEngine(Zlib.createInflateRaw({ windowBits: inflateWindowBits, flush }))
+        inflater = makeEngine(createInflater())
       }
       const engine = inflater
       const consumedBefore = engine.stream.bytesWritten
@@ -602,12 +795,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       if (deflater === undefined) {
         // One write with Z_SYNC_FLUSH per message: a single thread-pool job
         // for messages whose output fits in one 16 KiB chunk.
-        deflater = makeEngine(Zlib.createDeflateRaw({
-          windowBits: deflateWindowBits,
-          level: options.level,
-          memLevel: options.memLevel,
-          flush
-        }))
+        deflater = makeEngine(createDeflater())
       }
       const engine = deflater
       const chunks: Array<Buffer> = []
@@ -650,9 +838,61 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       return Effect.sync(abort)
     })
 
+  const inflateSync = (data: Uint8Array, maxSize: number): Uint8Array | InflateError | undefined => {
+    if (closed || inflatesQueued > 0 || data.length > syncLimit) return undefined
+    // as in inflateOnce: the empty payload is the empty message
+    if (data.length === 0) return empty
+    const isShared = params.clientNoContextTakeover
+    let z: SyncZlib | undefined
+    if (isShared) z = sharedContext(sharedInflateKey, createInflater)
+    else z = (inflater ??= makeEngine(createInflater())).sync
+    if (z === undefined) return undefined
+    const result = runSync(z, withTrailer(data), maxSize)
+    if (isShared) release(sharedInflateKey, z)
+    // Failed, too big (stopped mid-message), or ended by BFINAL (zlib left
+    // our trailer unread): the next message needs a fresh context.
+    else if (result._tag !== "Done" || result.unread > 0) dropInflater()
+    switch (result._tag) {
+      case "Done":
+        return result.output
+      case "TooBig":
+        return new InflateError({ failure: CloseReason.messageTooBig(`inflated message exceeds ${maxSize} bytes`) })
+      case "Failed":
+        return new InflateError({ failure: CloseReason.invalidPayload(describe(result.error)) })
+    }
+  }
+
+  const deflateSync = (data: Uint8Array): Uint8Array | Error | undefined => {
+    if (closed || deflatesQueued > 0 || data.length > syncLimit) return undefined
+    // as in deflateOnce: RFC 7692 §7.2.3.6, the empty message is 00
+    if (data.length === 0) return Uint8Array.of(0x00)
+    const isShared = params.serverNoContextTakeover
+    let z: SyncZlib | undefined
+    if (isShared) z = sharedContext(sharedDeflateKey, createDeflater)
+    else z = (deflater ??= makeEngine(createDeflater())).sync
+    if (z === undefined) return undefined
+    const result = runSync(z, data, Number.MAX_SAFE_INTEGER)
+    if (isShared) release(sharedDeflateKey, z)
+    else if (result._tag !== "Done") dropDeflater()
+    if (result._tag !== "Done") return result._tag === "Failed" ? result.error : new Error("deflate overflowed")
+    // RFC 7692 §7.2.1: remove the 4 octets 00 00 ff ff at the tail end.
+    const out = result.output
+    return endsWithTrailer(out) ? out.subarray(0, out.length - 4) : out
+  }
+
   return {
-    inflate: (data, maxSize) => inflateLock.withPermit(inflateOnce(data, maxSize)),
-    deflate: (data) => deflateLock.withPermit(deflateOnce(data)),
+    inflate: (data, maxSize) =>
+      Effect.suspend(() => {
+        inflatesQueued++
+        return inflateLock.withPermit(inflateOnce(data, maxSize)).pipe(Effect.ensuring(Effect.sync(() => inflatesQueued--)))
+      }),
+    deflate: (data) =>
+      Effect.suspend(() => {
+        deflatesQueued++
+        return deflateLock.withPermit(deflateOnce(data)).pipe(Effect.ensuring(Effect.sync(() => deflatesQueued--)))
+      }),
+    inflateSync,
+    deflateSync,
     close: Effect.sync(() => {
       closed = true
       abortInflate?.()

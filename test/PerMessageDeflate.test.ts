@@ -22,8 +22,14 @@ import { until } from "./support/Wait.ts"
 
 type Param = readonly [string, string | undefined]
 const offer = (...params: ReadonlyArray<Param>): PerMessageDeflate.Offer => ({ name: "permessage-deflate", params })
+/**
+ * The defaults with context takeover on the server's side, which the
+ * negotiation cases below are written for (the default answers
+ * server_no_context_takeover to every offer: see its own case).
+ */
 const policy = (overrides: Partial<PerMessageDeflate.Options> = {}): PerMessageDeflate.Options => ({
   ...PerMessageDeflate.defaults,
+  serverNoContextTakeover: false,
   ...overrides
 })
 
@@ -95,19 +101,31 @@ const failure = <A>(exit: Exit.Exit<A, PerMessageDeflate.InflateError>): PerMess
 // -----------------------------------------------------------------------------
 
 describe("negotiate", () => {
-  it("accepts a bare offer with the defaults: no parameters in the response", () => {
-    const result = accepted(PerMessageDeflate.negotiate([offer()], PerMessageDeflate.defaults))
+  it("by default answers server_no_context_takeover to every offer it accepts (§7.1.1.1: a server MAY)", () => {
+    for (const params of [[], [["client_max_window_bits", undefined]], [["server_max_window_bits", "10"]]] as const) {
+      const result = accepted(PerMessageDeflate.negotiate([offer(...params)], PerMessageDeflate.defaults))
+      expect(result.params.serverNoContextTakeover).toBe(true)
+      expect(responseParams(result.header)).toContainEqual(["server_no_context_takeover", undefined])
+    }
+    // Chromium's offer: context takeover from the client, a 32 KiB window for its messages
+    const chromium = accepted(PerMessageDeflate.negotiate([offer(["client_max_window_bits", undefined])], PerMessageDeflate.defaults))
+    expect(chromium.header).toBe("permessage-deflate; server_no_context_takeover")
+    expect(chromium.params).toEqual(negotiated({ serverNoContextTakeover: true }))
+  })
+
+  it("accepts a bare offer with context takeover allowed: no parameters in the response", () => {
+    const result = accepted(PerMessageDeflate.negotiate([offer()], policy()))
     expect(result.header).toBe("permessage-deflate")
     expect(result.params).toEqual(negotiated())
   })
 
   it("declines when disabled, when nothing is offered, and skips other extensions", () => {
     expect(PerMessageDeflate.negotiate([offer()], policy({ enabled: false }))._tag).toBe("Declined")
-    expect(PerMessageDeflate.negotiate([], PerMessageDeflate.defaults)._tag).toBe("Declined")
-    expect(PerMessageDeflate.negotiate([{ name: "x-webkit-deflate-frame", params: [] }], PerMessageDeflate.defaults)._tag)
+    expect(PerMessageDeflate.negotiate([], policy())._tag).toBe("Declined")
+    expect(PerMessageDeflate.negotiate([{ name: "x-webkit-deflate-frame", params: [] }], policy())._tag)
       .toBe("Declined")
     const result = accepted(
-      PerMessageDeflate.negotiate([{ name: "x-foo", params: [["bar", "1"]] }, offer()], PerMessageDeflate.defaults)
+      PerMessageDeflate.negotiate([{ name: "x-foo", params: [["bar", "1"]] }, offer()], policy())
     )
     expect(result.header).toBe("permessage-deflate")
   })
@@ -253,7 +271,7 @@ describe("negotiate", () => {
     const result = accepted(
       PerMessageDeflate.negotiate(
         [offer(["server_max_window_bits", "9"]), offer(["server_max_window_bits", "12"]), offer()],
-        PerMessageDeflate.defaults
+        policy()
       )
     )
     expect(result.params.serverMaxWindowBits).toBe(9)
@@ -286,7 +304,8 @@ describe("negotiate", () => {
     clientNoContextTakeover: fc.boolean(),
     threshold: fc.constant(1024),
     level: fc.constant(1),
-    memLevel: fc.constant(8)
+    memLevel: fc.constant(8),
+    syncLimit: fc.constant(64 * 1024)
   })
 
   it("never rejects, and every acceptance obeys RFC 7692 §7.1 for the offer it chose", () => {
@@ -624,7 +643,8 @@ describe("Compression: a failing deflate", () => {
   it.effect("is reported to the connection once; the sender in flight and the one queued behind it are told it failed; nothing goes out after it", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const codec = yield* PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults).pipe(Scope.provide(scope))
+      // syncLimit 0: every deflate on the thread pool, so that one is in flight when the codec goes
+      const codec = yield* PerMessageDeflate.make(negotiated(), { ...PerMessageDeflate.defaults, syncLimit: 0 }).pipe(Scope.provide(scope))
       const sent: Array<{ readonly text: boolean; readonly compressed: boolean }> = []
       let deflateFailed = 0
       const compression = new Compression(codec, 16, 1 << 20, Effect.runPromiseExit, {

@@ -17,7 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { Buffer } from "node:buffer"
 import * as CloseReason from "../CloseReason.ts"
-import type * as PerMessageDeflate from "../PerMessageDeflate.ts"
+import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 
 type Message = string | Uint8Array
 
@@ -50,6 +50,8 @@ interface Outbound {
 export class Compression {
   private inbound: Array<Inbound> = []
   private inflating = false
+  /** True while `pumpInbound` runs (it may be re-entered from a delivery). */
+  private pumpingIn = false
   /** True while an inflated message is reported: its delivery (`receive`) is in order already. */
   private delivering = false
   private outbound: Array<Outbound> = []
@@ -97,10 +99,39 @@ export class Compression {
   }
 
   private pumpInbound(): void {
+    // Re-entered from a delivery below (the handler's code runs inside it):
+    // the loop already running takes the message in its turn.
+    if (this.pumpingIn) return
+    this.pumpingIn = true
+    try {
+      this.drainInbound()
+    } finally {
+      this.pumpingIn = false
+    }
+  }
+
+  private drainInbound(): void {
     while (!this.inflating && !this.stopped && this.inbound.length > 0) {
       const next = this.inbound.shift()!
       if (!next.compressed) {
         this.events.received(next.message)
+        continue
+      }
+      // Small enough to inflate here and now (no inflate is in flight, since
+      // this loop only runs when none is): no thread-pool round trip, no fiber.
+      const now = this.codec.inflateSync(next.data, this.maxMessageSize)
+      if (now !== undefined) {
+        if (now instanceof PerMessageDeflate.InflateError) {
+          this.inbound = []
+          this.events.inflateFailed(now.failure)
+          return
+        }
+        this.delivering = true
+        try {
+          this.events.inflated(next.text, now)
+        } finally {
+          this.delivering = false
+        }
         continue
       }
       this.inflating = true
@@ -141,11 +172,19 @@ export class Compression {
       if (result === "waiting") return
       this.outbound.shift()
       batch.done(result === "sent")
+      if (result === "failed") {
+        if (!this.stopped) this.events.deflateFailed()
+        return this.failAll()
+      }
     }
   }
 
-  /** Sends `batch.messages[batch.next..]` until one needs deflating: then "waiting" while it runs. */
-  private sendFrom(batch: Outbound): "sent" | "refused" | "waiting" {
+  /**
+   * Sends `batch.messages[batch.next..]`, deflating at once what the codec
+   * can, until one must be deflated on the thread pool: then "waiting" while
+   * it runs; "failed" when deflating failed.
+   */
+  private sendFrom(batch: Outbound): "sent" | "refused" | "waiting" | "failed" {
     const messages = batch.messages
     for (let i = batch.next; i < messages.length; i++) {
       if (this.stopped) return "refused"
@@ -154,6 +193,15 @@ export class Compression {
       const payload = text ? Buffer.from(message, "utf8") : message
       if (payload.length < this.threshold) {
         if (!this.events.send(payload, text, false, payload.length)) return "refused"
+        continue
+      }
+      // Small enough to deflate here and now; this loop runs only when no
+      // deflate is in flight, so the compressed stream keeps the send order.
+      const now = this.codec.deflateSync(payload)
+      if (now !== undefined) {
+        // A fault of ours (zlib failed): as for a failed deflate on the thread pool.
+        if (now instanceof Error) return "failed"
+        if (!this.events.send(now, text, true, payload.length)) return "refused"
         continue
       }
       this.deflating = true
