@@ -80,6 +80,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
+import { Buffer } from "node:buffer"
 import * as Zlib from "node:zlib"
 import * as CloseReason from "./CloseReason.ts"
 
@@ -466,11 +467,55 @@ interface Sink {
 }
 
 const makeEngine = (stream: Zlib.Inflate | Zlib.Deflate): Engine => {
-  const engine: Engine = { stream, sink: undefined, sync: syncOf(stream) }
+  const sync = syncOf(stream)
+  const engine: Engine = { stream, sink: undefined, sync }
   stream.on("data", (chunk: Buffer) => engine.sink?.data(chunk))
   // Also keeps a late error (e.g. after close) from becoming an uncaught exception.
   stream.on("error", (error: Error) => engine.sink?.error(error))
+  // The synchronous path writes into `scratch`: the stream's own 16 KiB
+  // output buffer is only needed by a thread-pool write (see `widen`).
+  if (sync !== undefined) narrow(stream)
   return engine
+}
+
+/**
+ * node:zlib's output buffer, through which the stream's thread-pool writes
+ * go, `_chunkSize` bytes at a time (internals again, checked before use).
+ * A context that lives as long as its connection (context takeover) would
+ * hold 16 KiB there for nothing while idle; the synchronous path needs none:
+ * the buffer is swapped for a tiny one (`narrow`) and back (`widen`) around
+ * each thread-pool write, when no write is in progress.
+ */
+interface OutputBuffer {
+  _outBuffer: Buffer
+  _outOffset: number
+  _chunkSize: number
+}
+
+/** node:zlib's default chunk size: the output slice of one thread-pool job. */
+const CHUNK_SIZE = 16 * 1024
+
+const outputBuffer = (stream: Zlib.Inflate | Zlib.Deflate): OutputBuffer | undefined => {
+  const s = stream as unknown as Partial<OutputBuffer>
+  return Buffer.isBuffer(s._outBuffer) && typeof s._outOffset === "number" && typeof s._chunkSize === "number"
+    ? s as OutputBuffer
+    : undefined
+}
+
+const narrow = (stream: Zlib.Inflate | Zlib.Deflate): void => {
+  const out = outputBuffer(stream)
+  if (out === undefined || out._chunkSize !== CHUNK_SIZE) return
+  out._chunkSize = Zlib.constants.Z_MIN_CHUNK
+  out._outBuffer = Buffer.allocUnsafe(Zlib.constants.Z_MIN_CHUNK)
+  out._outOffset = 0
+}
+
+const widen = (stream: Zlib.Inflate | Zlib.Deflate): void => {
+  const out = outputBuffer(stream)
+  if (out === undefined || out._chunkSize === CHUNK_SIZE) return
+  out._chunkSize = CHUNK_SIZE
+  out._outBuffer = Buffer.allocUnsafe(CHUNK_SIZE)
+  out._outOffset = 0
 }
 
 // -----------------------------------------------------------------------------
@@ -721,6 +766,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
         inflater = makeEngine(createInflater())
       }
       const engine = inflater
+      widen(engine.stream)
       const consumedBefore = engine.stream.bytesWritten
       const chunks: Array<Buffer> = []
       let total = 0 // inflated bytes so far, checked against maxSize
@@ -728,6 +774,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       const settle = (effect: Effect.Effect<Uint8Array, InflateError>) => {
         settled = true
         engine.sink = undefined
+        if (engine.sync !== undefined) narrow(engine.stream)
         abortInflate = undefined
         resume(effect)
       }
@@ -798,12 +845,14 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
         deflater = makeEngine(createDeflater())
       }
       const engine = deflater
+      widen(engine.stream)
       const chunks: Array<Buffer> = []
       let total = 0 // deflated bytes so far
       let settled = false // resume has been called (or the operation was abandoned)
       const settle = (effect: Effect.Effect<Uint8Array>) => {
         settled = true
         engine.sink = undefined
+        if (engine.sync !== undefined) narrow(engine.stream)
         abortDeflate = undefined
         resume(effect)
       }
