@@ -23,47 +23,71 @@
  * `Fail { code }` from an `InflateError`; and it deflates outgoing messages of at
  * least `threshold` bytes (`shouldCompress`).
  *
- * ## Scheduling: no head-of-line blocking
+ * ## Scheduling: small messages at once, large ones on the thread pool
  *
- * zlib runs on libuv's thread pool through node:zlib's asynchronous streams,
- * never on the event loop. node:zlib processes one input chunk in slices of at
- * most `chunkSize` (16 KiB) of output: each slice is one thread-pool job, and the
- * next job is queued only when the previous one has come back to the event loop.
- * A large message (or a decompression bomb) is thus a sequence of small jobs
- * that interleave with every other connection's jobs and I/O callbacks instead
- * of one long computation. Within a codec, each direction is serialized by a
- * one-permit semaphore, so messages are inflated (and deflated) in order and
- * never share a zlib stream; inflate and deflate of one connection run
- * concurrently, each with its own context.
+ * A message of at most `syncLimit` bytes (64 KiB by default; the compressed
+ * size when inflating) is inflated or deflated at once, on the event loop,
+ * by `inflateSync`/`deflateSync`: one call into zlib on the connection's
+ * context, through the native handle behind a node:zlib stream (see
+ * `NativeZlib`: an undocumented internal, checked on every stream; without
+ * it everything takes the thread-pool path). Below that size a round trip
+ * through libuv's thread pool costs far more than the compression itself
+ * (measured on Node 24, ~0.9 KiB JSON messages, one deflate and one inflate
+ * each: 14 µs at once against 144 µs through the pool with context takeover,
+ * 21 against 374 without), and the time the event loop is held stays
+ * bounded: at most `syncLimit` bytes of input, and an inflate stops as soon
+ * as it passes the message size limit.
+ *
+ * Larger messages go through node:zlib's asynchronous streams on libuv's
+ * thread pool, never the event loop. node:zlib processes one input chunk in
+ * slices of at most `chunkSize` (16 KiB) of output: each slice is one
+ * thread-pool job, and the next job is queued only when the previous one has
+ * come back to the event loop. A large message (or a decompression bomb) is
+ * thus a sequence of small jobs that interleave with every other
+ * connection's jobs and I/O callbacks instead of one long computation.
+ * Within a codec, each direction is serialized by a one-permit semaphore, so
+ * messages are inflated (and deflated) in order and never share a zlib
+ * stream; `inflateSync`/`deflateSync` decline (`undefined`) while an
+ * `inflate`/`deflate` is queued or in flight, so a small message never
+ * overtakes a large one (the connection's queues, `internal/compression.ts`,
+ * keep that order too).
  *
  * ## Memory
  *
- * Contexts are created lazily, on the first message in their direction, so a
- * connection that negotiated compression but has not yet compressed anything
- * holds only this closure and two semaphores. In zlib's terms a deflate context
- * is `2^(windowBits+2) + 2^(memLevel+9)` bytes (256 KiB at 15/8) plus its state,
- * an inflate context `2^windowBits` bytes (32 KiB at 15) plus about 7 KiB;
- * node:zlib adds a 16 KiB output buffer per stream. Measured on Node 24
- * (x64, 500 connections, after one 3.5 KiB message each way, after GC):
+ * A direction without context takeover carries nothing from one message to
+ * the next. On the synchronous path such messages all go through one context
+ * per process and set of zlib parameters (`shared`), reset after each
+ * message: an idle connection holds none. By default the server announces
+ * `server_no_context_takeover` to every client (RFC 7692 §7.1.1.1: a server
+ * MAY), so its compressor is always the shared one; the client's direction
+ * is the client's choice (Chromium and Firefox keep their context), so an
+ * inflate context lives as long as the connection when the client takes
+ * over, created on its first compressed message. Larger messages without
+ * takeover get a context of their own for the message, freed after it.
  *
- * | per idle connection                        | RSS      | JS heap |
- * |--------------------------------------------|----------|---------|
- * | compression negotiated, nothing sent yet   | ~2-6 KiB | ~2 KiB  |
- * | context takeover, windows 15 (defaults)    | ~246 KiB | ~4 KiB  |
- * | context takeover, windows 10               | ~128 KiB | ~4 KiB  |
- * | no context takeover either way             | ~30 KiB  | ~1 KiB  |
+ * In zlib's terms a deflate context is `2^(windowBits+2) + 2^(memLevel+9)`
+ * bytes (256 KiB at 15/8) plus its state, an inflate context `2^windowBits`
+ * bytes (32 KiB at 15), allocated on first use and touched only as far as
+ * the data went, plus about 7 KiB of state. A context kept for takeover does
+ * not keep node:zlib's 16 KiB output buffer while idle (`narrow`). Measured
+ * on Node 24 (x64, 2,000 codecs, after one 1 KiB message each way, after GC):
  *
- * (Node's zlib raises small windows and memLevels internally, so 10/4 still
- * costs ~125 KiB.) A connection without the extension has no codec at all.
+ * | per idle connection (RSS)                                 | codec     |
+ * |-----------------------------------------------------------|-----------|
+ * | defaults, client keeps its context (Chromium's offer)     | ~23 KiB   |
+ * | defaults, client offers client_no_context_takeover        | ~4 KiB    |
+ * | `serverNoContextTakeover: false`, windows 15, memLevel 8  | ~231 KiB  |
+ * | the same, memLevel 4                                      | ~224 KiB  |
+ * | the same, server window 10                                | ~109 KiB  |
  *
- * With no context takeover in a direction, the context carries nothing from one
- * message to the next, so this codec frees it after every message instead of
- * resetting it: an idle connection holds no live zlib memory (node reports
- * none; the ~30 KiB above is RSS the allocator keeps), at the price of creating
- * a stream per message, measured at ~30-50 µs more per message than a reset
- * (a sequential deflate round trip is ~55-85 µs). The extension's
- * no-context-takeover parameters exist to save memory, so the codec takes that
- * side of the trade. With context takeover the contexts live as long as the
+ * (Node's zlib, Chromium's, keeps a hash table of at least 2^15 entries
+ * whatever the memLevel, and its fast path needs 15-bit windows.) A
+ * connection without the extension has no codec at all.
+ *
+ * The price of no takeover is the ratio on streams of similar messages: on
+ * 2,000 small JSON updates (same keys, a small vocabulary, ~0.9 KiB each)
+ * level 1 output is 31.6% of the input without takeover and 3.7% with it.
+ * `serverNoContextTakeover: false` buys that back for ~230 KiB per
  * connection.
  *
  * ## Decompression bombs
@@ -102,19 +126,31 @@ import * as CloseReason from "./CloseReason.ts"
  *   the client compress with, i.e. the size of the server's inflate context.
  *   Below 15, an offer without `client_max_window_bits` is declined, since such a
  *   client cannot be told to use a smaller window (RFC 7692 §7.1.2.2).
- * - `serverNoContextTakeover` (default `false`): reset the compressor after each
- *   message (less memory per connection, worse ratio for similar messages).
+ * - `serverNoContextTakeover` (default `true`): answer every offer with
+ *   `server_no_context_takeover` (RFC 7692 §7.1.1.1: a server MAY, whatever
+ *   the offer) and compress each message on its own, on one context shared
+ *   by every connection: no compressor memory per idle connection (a 15-bit
+ *   one is ~230 KiB), for a worse ratio on streams of similar messages (see
+ *   the module header). `false`: a compressor per connection, kept for
+ *   takeover unless the client asks for `server_no_context_takeover`. As a
+ *   client's option it asks the server for it, and defaults to `false`.
  * - `clientNoContextTakeover` (default `false`): ask the client to do the same.
  * - `threshold` (bytes, default 1024): messages smaller than this go out
  *   uncompressed (`shouldCompress`). Below about a kilobyte deflate rarely saves
- *   more than a few bytes, and every compressed message costs a thread-pool round
- *   trip; 1024 is also ws's default.
+ *   more than a few bytes (without context takeover, the default, it saves
+ *   less still); 1024 is also ws's default.
  * - `level` (0..9, default 1): zlib's fastest level. On chat/JSON traffic it is
  *   several times faster than the default 6 for output typically only 5-15%
  *   larger; a server compressing on behalf of thousands of connections is bound
  *   by CPU and latency long before bandwidth.
  * - `memLevel` (1..9, default 8): zlib's default; the hash table is
- *   `2^(memLevel+9)` bytes of each deflate context.
+ *   `2^(memLevel+9)` bytes of each deflate context (Node's zlib keeps at
+ *   least 64 KiB whatever the value, so lowering it saves little).
+ * - `syncLimit` (bytes, default 65536): messages up to this size (the
+ *   compressed size when inflating) are compressed at once on the event loop
+ *   (see the module header); larger ones on libuv's thread pool, in 16 KiB
+ *   slices. 0: always the thread pool (each message then costs a round trip,
+ *   ~10 times the zlib work for a 1 KiB message).
  *
  * @since 0.1.0
  * @category options
@@ -128,7 +164,7 @@ export interface Options {
   readonly threshold: number
   readonly level: number
   readonly memLevel: number
-  /** @since 0.2.0 */
+  /** Bytes; see above. @since 0.2.0 */
   readonly syncLimit: number
 }
 

@@ -4,8 +4,11 @@
  * arrived, whether or not they had to be inflated first; sent messages go out
  * in the order they were sent, whether or not they were deflated (context
  * takeover makes the order of the compressed stream the order of the
- * messages). zlib work runs on libuv's thread pool, one message at a time per
- * direction (see `PerMessageDeflate`).
+ * messages). A message the codec can handle at once (`inflateSync`,
+ * `deflateSync`: up to its `syncLimit`) is handled in the queue's own loop,
+ * with no fiber and no thread-pool hop; a larger one runs on libuv's thread
+ * pool, and the queue waits for it: one message at a time per direction (see
+ * `PerMessageDeflate`).
  *
  * Every outcome is reported, none swallowed: a message that does not inflate,
  * or inflates past the size limit, is reported with its close reason; a
