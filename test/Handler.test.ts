@@ -580,6 +580,27 @@ describe("compressed sends race the close like uncompressed ones", () => {
     })
   })
 
+  it("in one read, a compressed message that fails to inflate, then a Ping: the Pong goes out first, then Close 1007, nothing after it", async () => {
+    await withServer({ routes: { "/ws": TestServer.echo }, compression: {} }, async (port) => {
+      const c = await RawClient.connect(port, offer)
+      // inflated at once (it is small), but only after the rest of the read's actions
+      await c.write(Buffer.concat([c.frame(0x1, Uint8Array.of(0xff, 0xff, 0xff, 0xff), { rsv1: true }), c.frame(0x9, "p")]))
+      expect(new TextDecoder().decode(await c.expectPong())).toBe("p")
+      await c.expectClose(1007)
+    })
+  })
+
+  it("in one read, a compressed message inflated at once, then an uncompressed one: delivered in that order", async () => {
+    await withServer({ routes: { "/ws": TestServer.echo }, compression: {} }, async (port) => {
+      const c = await RawClient.connect(port, offer)
+      const first = "first, compressed ".repeat(10)
+      const deflated = Zlib.deflateRawSync(Buffer.from(first), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }).subarray(0, -4)
+      await c.write(Buffer.concat([c.frame(0x1, deflated, { rsv1: true }), c.frame(0x1, "second, plain")]))
+      expect(await c.expectText()).toBe(first)
+      expect(await c.expectText()).toBe("second, plain")
+    })
+  })
+
   it("a send deflated at once (below syncLimit), then close in the same turn: the message goes out before the Close, like an uncompressed one", async () => {
     const peers = registry()
     const routes = { "/ws": (ws: Connection) => Effect.andThen(peers.register(ws), TestServer.echo(ws)) }

@@ -61,6 +61,8 @@ export class Compression {
   private deflating = false
   /** Set when the connection is over: queued work is abandoned. */
   private stopped = false
+  /** Above 0 while the driver carries out a step's actions (`hold`): inflating waits until `resume`. */
+  private held = 0
 
   private readonly codec: PerMessageDeflate.Codec
   /** Messages below this many bytes go out uncompressed. */
@@ -98,7 +100,23 @@ export class Compression {
   /** A received compressed message: inflated after the ones before it. */
   receiveCompressed(text: boolean, data: Uint8Array): void {
     this.inbound.push({ compressed: true, text, data })
-    this.pumpInbound()
+    if (this.held === 0) this.pumpInbound()
+  }
+
+  /**
+   * The driver is about to carry out the actions of one step: a message that
+   * would be inflated at once waits until `resume`, so that its outcome (its
+   * delivery, or the Close of a failed inflate) comes after the rest of that
+   * step's actions (the messages after it wait in the queue, a Pong is
+   * written before a Close), as it would if it had inflated on the thread pool.
+   */
+  hold(): void {
+    this.held++
+  }
+
+  /** The step's actions are done: inflate what waited. */
+  resume(): void {
+    if (--this.held === 0 && this.inbound.length > 0) this.pumpInbound()
   }
 
   private pumpInbound(): void {
