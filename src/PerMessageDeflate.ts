@@ -10,8 +10,9 @@
  *   and the response header value. Offers it cannot honour are *declined*
  *   (RFC 7692 §7): the connection then proceeds uncompressed.
  * - `make`: the effectful part. One `Codec` per connection that negotiated the
- *   extension, owning (at most) one raw-deflate and one raw-inflate zlib context,
- *   both freed with the connection's scope.
+ *   extension, owning (at most) one raw-deflate and one raw-inflate zlib context
+ *   of its own, both freed with the connection's scope (a direction without
+ *   context takeover uses a context shared by the process instead: see Memory).
  *
  * ## Architecture
  *
@@ -97,6 +98,11 @@
  * further thread-pool job is queued, and the caller gets `InflateError` 1009. At
  * most `maxSize + 16 KiB` of output is ever held, whatever the compression
  * ratio.
+ *
+ * The synchronous path applies the same limit: it copies zlib's output out
+ * 64 KiB at a time and stops as soon as more than `maxSize` bytes came out
+ * (the context, mid-message, is then dropped or reset), so it too holds at
+ * most `maxSize + 64 KiB`, and its time is bounded by `maxSize`.
  *
  * @since 0.1.0
  */
