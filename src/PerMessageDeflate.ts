@@ -705,6 +705,7 @@ const sharedContext = (key: string, create: () => Zlib.Inflate | Zlib.Deflate): 
     stream.close()
     return undefined
   }
+  narrow(stream) // only ever used synchronously
   shared.set(key, sync)
   return sync
 }
