@@ -68,6 +68,7 @@ static double o_timeout = 30;
 static int o_deflate = 0;
 static int o_verify = 0;
 static int o_echo_once = 0;
+static const char *o_deflate_offer = "client_no_context_takeover"; /* the offer's parameters */
 static int o_allow_masked = 0;
 static uint64_t o_max_write = 0; /* 0: no cap on one write */
 static int o_fanout = 0;
@@ -81,6 +82,9 @@ static void usage(void) {
           "       loadgen --idle --port N --conns N --pid PID [--hold T] [--echo-once]\n"
           "  --echo-once    (idle) every connection echoes one message first, e.g. so that\n"
           "                 permessage-deflate contexts exist when the RSS is read\n"
+          "  --deflate-offer P  the parameters offered after permessage-deflate (default\n"
+          "                 client_no_context_takeover; \"client_max_window_bits\" is Chromium's);\n"
+          "                 only valid for --idle --echo-once unless it keeps client_no_context_takeover\n"
           "  --open-par N   handshakes in progress at once (default 128)\n"
           "  --timeout T    seconds allowed for all handshakes (default 30)\n"
           "  --allow-masked accept masked server frames (a raw TCP reflector as the ceiling);\n"
@@ -1008,6 +1012,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--deflate")) o_deflate = 1;
     else if (!strcmp(a, "--verify")) o_verify = 1;
     else if (!strcmp(a, "--echo-once")) o_echo_once = 1;
+    else if (!strcmp(a, "--deflate-offer")) { NEEDV; o_deflate_offer = v; }
     else if (!strcmp(a, "--allow-masked")) o_allow_masked = 1;
     else if (!strcmp(a, "--fanout")) o_fanout = 1;
     else if (!strcmp(a, "--fan-timeout")) { NEEDV; o_fan_timeout = arg_num(v, a); }
@@ -1042,7 +1047,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "loadgen: warning: fd limit %llu is below --conns %d\n", (unsigned long long)rl.rlim_cur, o_conns);
   if (o_deflate)
     snprintf(request_tail, sizeof request_tail,
-             "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n");
+             "Sec-WebSocket-Extensions: permessage-deflate%s%s\r\n", *o_deflate_offer ? "; " : "", o_deflate_offer);
 
   C = calloc((size_t)o_conns, sizeof(conn_t));
   dirty = calloc((size_t)o_conns, sizeof(int));

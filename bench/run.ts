@@ -135,8 +135,9 @@ const allScenarios: ReadonlyArray<Scenario> = [
     }, server memory`,
     args: [
       "--idle", "--conns", String(config.idleConns), "--hold", String(config.hold), "--timeout", "120",
-      // with deflate, one message each so that the compression contexts exist when RSS is read
-      ...(config.deflate ? ["--echo-once", "--size", "1024", "--text"] : [])
+      // with deflate, one message each so that the compression contexts exist when RSS is read,
+      // offered with Chromium's parameters (context takeover allowed both ways)
+      ...(config.deflate ? ["--echo-once", "--size", "1024", "--text", "--deflate-offer", "client_max_window_bits"] : [])
     ],
     metric: "kib_per_conn",
     idle: true,

@@ -132,7 +132,14 @@ const parseUrl = (value: string | URL, option: string): URL => {
 
 const resolve = (url: string | URL, options: Options): Resolved => {
   if (typeof options !== "object" || options === null) throw invalid("options", "must be an object")
-  const compression = options.compression === undefined ? {} : options.compression
+  // A client asks nothing of the server's compressor unless told to: the
+  // server's default, answering server_no_context_takeover on its own, is
+  // the server's choice to make (RFC 7692 §7.1.1.1).
+  const compression = options.compression === undefined
+    ? { serverNoContextTakeover: false }
+    : typeof options.compression === "object" && options.compression !== null
+    ? { serverNoContextTakeover: false, ...options.compression }
+    : options.compression
   const connection = Settings.connection({
     maxMessageSize: options.maxMessageSize,
     closeTimeout: options.closeTimeout,

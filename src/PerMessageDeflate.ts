@@ -10,8 +10,9 @@
  *   and the response header value. Offers it cannot honour are *declined*
  *   (RFC 7692 §7): the connection then proceeds uncompressed.
  * - `make`: the effectful part. One `Codec` per connection that negotiated the
- *   extension, owning (at most) one raw-deflate and one raw-inflate zlib context,
- *   both freed with the connection's scope.
+ *   extension, owning (at most) one raw-deflate and one raw-inflate zlib context
+ *   of its own, both freed with the connection's scope (a direction without
+ *   context takeover uses a context shared by the process instead: see Memory).
  *
  * ## Architecture
  *
@@ -23,47 +24,71 @@
  * `Fail { code }` from an `InflateError`; and it deflates outgoing messages of at
  * least `threshold` bytes (`shouldCompress`).
  *
- * ## Scheduling: no head-of-line blocking
+ * ## Scheduling: small messages at once, large ones on the thread pool
  *
- * zlib runs on libuv's thread pool through node:zlib's asynchronous streams,
- * never on the event loop. node:zlib processes one input chunk in slices of at
- * most `chunkSize` (16 KiB) of output: each slice is one thread-pool job, and the
- * next job is queued only when the previous one has come back to the event loop.
- * A large message (or a decompression bomb) is thus a sequence of small jobs
- * that interleave with every other connection's jobs and I/O callbacks instead
- * of one long computation. Within a codec, each direction is serialized by a
- * one-permit semaphore, so messages are inflated (and deflated) in order and
- * never share a zlib stream; inflate and deflate of one connection run
- * concurrently, each with its own context.
+ * A message of at most `syncLimit` bytes (64 KiB by default; the compressed
+ * size when inflating) is inflated or deflated at once, on the event loop,
+ * by `inflateSync`/`deflateSync`: one call into zlib on the connection's
+ * context, through the native handle behind a node:zlib stream (see
+ * `NativeZlib`: an undocumented internal, checked on every stream; without
+ * it everything takes the thread-pool path). Below that size a round trip
+ * through libuv's thread pool costs far more than the compression itself
+ * (measured on Node 24, ~0.9 KiB JSON messages, one deflate and one inflate
+ * each: 14 µs at once against 144 µs through the pool with context takeover,
+ * 21 against 374 without), and the time the event loop is held stays
+ * bounded: at most `syncLimit` bytes of input, and an inflate stops as soon
+ * as it passes the message size limit.
+ *
+ * Larger messages go through node:zlib's asynchronous streams on libuv's
+ * thread pool, never the event loop. node:zlib processes one input chunk in
+ * slices of at most `chunkSize` (16 KiB) of output: each slice is one
+ * thread-pool job, and the next job is queued only when the previous one has
+ * come back to the event loop. A large message (or a decompression bomb) is
+ * thus a sequence of small jobs that interleave with every other
+ * connection's jobs and I/O callbacks instead of one long computation.
+ * Within a codec, each direction is serialized by a one-permit semaphore, so
+ * messages are inflated (and deflated) in order and never share a zlib
+ * stream; `inflateSync`/`deflateSync` decline (`undefined`) while an
+ * `inflate`/`deflate` is queued or in flight, so a small message never
+ * overtakes a large one (the connection's queues, `internal/compression.ts`,
+ * keep that order too).
  *
  * ## Memory
  *
- * Contexts are created lazily, on the first message in their direction, so a
- * connection that negotiated compression but has not yet compressed anything
- * holds only this closure and two semaphores. In zlib's terms a deflate context
- * is `2^(windowBits+2) + 2^(memLevel+9)` bytes (256 KiB at 15/8) plus its state,
- * an inflate context `2^windowBits` bytes (32 KiB at 15) plus about 7 KiB;
- * node:zlib adds a 16 KiB output buffer per stream. Measured on Node 24
- * (x64, 500 connections, after one 3.5 KiB message each way, after GC):
+ * A direction without context takeover carries nothing from one message to
+ * the next. On the synchronous path such messages all go through one context
+ * per process and set of zlib parameters (`shared`), reset after each
+ * message: an idle connection holds none. By default the server announces
+ * `server_no_context_takeover` to every client (RFC 7692 §7.1.1.1: a server
+ * MAY), so its compressor is always the shared one; the client's direction
+ * is the client's choice (Chromium and Firefox keep their context), so an
+ * inflate context lives as long as the connection when the client takes
+ * over, created on its first compressed message. Larger messages without
+ * takeover get a context of their own for the message, freed after it.
  *
- * | per idle connection                        | RSS      | JS heap |
- * |--------------------------------------------|----------|---------|
- * | compression negotiated, nothing sent yet   | ~2-6 KiB | ~2 KiB  |
- * | context takeover, windows 15 (defaults)    | ~246 KiB | ~4 KiB  |
- * | context takeover, windows 10               | ~128 KiB | ~4 KiB  |
- * | no context takeover either way             | ~30 KiB  | ~1 KiB  |
+ * In zlib's terms a deflate context is `2^(windowBits+2) + 2^(memLevel+9)`
+ * bytes (256 KiB at 15/8) plus its state, an inflate context `2^windowBits`
+ * bytes (32 KiB at 15), allocated on first use and touched only as far as
+ * the data went, plus about 7 KiB of state. A context kept for takeover does
+ * not keep node:zlib's 16 KiB output buffer while idle (`narrow`). Measured
+ * on Node 24 (x64, 2,000 codecs, after one 1 KiB message each way, after GC):
  *
- * (Node's zlib raises small windows and memLevels internally, so 10/4 still
- * costs ~125 KiB.) A connection without the extension has no codec at all.
+ * | per idle connection (RSS)                                 | codec     |
+ * |-----------------------------------------------------------|-----------|
+ * | defaults, client keeps its context (Chromium's offer)     | ~23 KiB   |
+ * | defaults, client offers client_no_context_takeover        | ~4 KiB    |
+ * | `serverNoContextTakeover: false`, windows 15, memLevel 8  | ~231 KiB  |
+ * | the same, memLevel 4                                      | ~224 KiB  |
+ * | the same, server window 10                                | ~109 KiB  |
  *
- * With no context takeover in a direction, the context carries nothing from one
- * message to the next, so this codec frees it after every message instead of
- * resetting it: an idle connection holds no live zlib memory (node reports
- * none; the ~30 KiB above is RSS the allocator keeps), at the price of creating
- * a stream per message, measured at ~30-50 µs more per message than a reset
- * (a sequential deflate round trip is ~55-85 µs). The extension's
- * no-context-takeover parameters exist to save memory, so the codec takes that
- * side of the trade. With context takeover the contexts live as long as the
+ * (Node's zlib, Chromium's, keeps a hash table of at least 2^15 entries
+ * whatever the memLevel, and its fast path needs 15-bit windows.) A
+ * connection without the extension has no codec at all.
+ *
+ * The price of no takeover is the ratio on streams of similar messages: on
+ * 2,000 small JSON updates (same keys, a small vocabulary, ~0.9 KiB each)
+ * level 1 output is 31.6% of the input without takeover and 3.7% with it.
+ * `serverNoContextTakeover: false` buys that back for ~230 KiB per
  * connection.
  *
  * ## Decompression bombs
@@ -74,12 +99,18 @@
  * most `maxSize + 16 KiB` of output is ever held, whatever the compression
  * ratio.
  *
+ * The synchronous path applies the same limit: it copies zlib's output out
+ * 64 KiB at a time and stops as soon as more than `maxSize` bytes came out
+ * (the context, mid-message, is then dropped or reset), so it too holds at
+ * most `maxSize + 64 KiB`, and its time is bounded by `maxSize`.
+ *
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
+import { Buffer } from "node:buffer"
 import * as Zlib from "node:zlib"
 import * as CloseReason from "./CloseReason.ts"
 
@@ -101,19 +132,31 @@ import * as CloseReason from "./CloseReason.ts"
  *   the client compress with, i.e. the size of the server's inflate context.
  *   Below 15, an offer without `client_max_window_bits` is declined, since such a
  *   client cannot be told to use a smaller window (RFC 7692 §7.1.2.2).
- * - `serverNoContextTakeover` (default `false`): reset the compressor after each
- *   message (less memory per connection, worse ratio for similar messages).
+ * - `serverNoContextTakeover` (default `true`): answer every offer with
+ *   `server_no_context_takeover` (RFC 7692 §7.1.1.1: a server MAY, whatever
+ *   the offer) and compress each message on its own, on one context shared
+ *   by every connection: no compressor memory per idle connection (a 15-bit
+ *   one is ~230 KiB), for a worse ratio on streams of similar messages (see
+ *   the module header). `false`: a compressor per connection, kept for
+ *   takeover unless the client asks for `server_no_context_takeover`. As a
+ *   client's option it asks the server for it, and defaults to `false`.
  * - `clientNoContextTakeover` (default `false`): ask the client to do the same.
  * - `threshold` (bytes, default 1024): messages smaller than this go out
  *   uncompressed (`shouldCompress`). Below about a kilobyte deflate rarely saves
- *   more than a few bytes, and every compressed message costs a thread-pool round
- *   trip; 1024 is also ws's default.
+ *   more than a few bytes (without context takeover, the default, it saves
+ *   less still); 1024 is also ws's default.
  * - `level` (0..9, default 1): zlib's fastest level. On chat/JSON traffic it is
  *   several times faster than the default 6 for output typically only 5-15%
  *   larger; a server compressing on behalf of thousands of connections is bound
  *   by CPU and latency long before bandwidth.
  * - `memLevel` (1..9, default 8): zlib's default; the hash table is
- *   `2^(memLevel+9)` bytes of each deflate context.
+ *   `2^(memLevel+9)` bytes of each deflate context (Node's zlib keeps at
+ *   least 64 KiB whatever the value, so lowering it saves little).
+ * - `syncLimit` (bytes, default 65536): messages up to this size (the
+ *   compressed size when inflating) are compressed at once on the event loop
+ *   (see the module header); larger ones on libuv's thread pool, in 16 KiB
+ *   slices. 0: always the thread pool (each message then costs a round trip,
+ *   ~10 times the zlib work for a 1 KiB message).
  *
  * @since 0.1.0
  * @category options
@@ -127,6 +170,8 @@ export interface Options {
   readonly threshold: number
   readonly level: number
   readonly memLevel: number
+  /** Bytes; see above. @since 0.2.0 */
+  readonly syncLimit: number
 }
 
 /**
@@ -137,11 +182,12 @@ export const defaults: Options = {
   enabled: true,
   serverMaxWindowBits: 15,
   clientMaxWindowBits: 15,
-  serverNoContextTakeover: false,
+  serverNoContextTakeover: true,
   clientNoContextTakeover: false,
   threshold: 1024,
   level: 1,
-  memLevel: 8
+  memLevel: 8,
+  syncLimit: 64 * 1024
 }
 
 /**
@@ -169,6 +215,7 @@ export const validate = (options: Options): ReadonlyArray<{ readonly option: str
   range("level", 0, 9)
   range("memLevel", 1, 9)
   range("threshold", 0, Number.MAX_SAFE_INTEGER)
+  range("syncLimit", 0, Number.MAX_SAFE_INTEGER)
   flag("enabled")
   flag("serverNoContextTakeover")
   flag("clientNoContextTakeover")
@@ -414,6 +461,26 @@ export interface Codec {
   readonly inflate: (data: Uint8Array, maxSize: number) => Effect.Effect<Uint8Array, InflateError>
   readonly deflate: (data: Uint8Array) => Effect.Effect<Uint8Array>
   readonly close: Effect.Effect<void>
+  /**
+   * `inflate` done at once on the calling thread, for a payload of at most
+   * `syncLimit` bytes: the inflated message (a fresh array, not a view), or
+   * its `InflateError`; `undefined` when it must go through `inflate`
+   * instead (a larger payload, an `inflate` still queued or in flight, a
+   * closed codec, or a Node without the zlib internals this relies on). The
+   * context is the same as `inflate`'s, so the caller keeps the order of
+   * the two.
+   *
+   * @since 0.2.0
+   */
+  readonly inflateSync: (data: Uint8Array, maxSize: number) => Uint8Array | InflateError | undefined
+  /**
+   * `deflate` done at once, under the same conditions as `inflateSync` (a
+   * message of at most `syncLimit` bytes): the deflated payload (a fresh
+   * array), an `Error` if zlib failed, or `undefined`: call `deflate`.
+   *
+   * @since 0.2.0
+   */
+  readonly deflateSync: (data: Uint8Array) => Uint8Array | Error | undefined
 }
 
 /** RFC 7692 §7.2.1/§7.2.2: the tail of a sync flush, stripped by the sender and appended by the receiver. */
@@ -432,6 +499,8 @@ const SMALL_MESSAGE = 16 * 1024
 interface Engine {
   readonly stream: Zlib.Inflate | Zlib.Deflate
   sink: Sink | undefined
+  /** The same context for the synchronous path (`undefined`: this Node does not expose it). */
+  readonly sync: SyncZlib | undefined
 }
 
 interface Sink {
@@ -440,11 +509,214 @@ interface Sink {
 }
 
 const makeEngine = (stream: Zlib.Inflate | Zlib.Deflate): Engine => {
-  const engine: Engine = { stream, sink: undefined }
+  const sync = syncOf(stream)
+  const engine: Engine = { stream, sink: undefined, sync }
   stream.on("data", (chunk: Buffer) => engine.sink?.data(chunk))
   // Also keeps a late error (e.g. after close) from becoming an uncaught exception.
   stream.on("error", (error: Error) => engine.sink?.error(error))
+  // The synchronous path writes into `scratch`: the stream's own 16 KiB
+  // output buffer is only needed by a thread-pool write (see `widen`).
+  if (sync !== undefined) narrow(stream)
   return engine
+}
+
+/**
+ * node:zlib's output buffer, through which the stream's thread-pool writes
+ * go, `_chunkSize` bytes at a time (internals again, checked before use).
+ * A context that lives as long as its connection (context takeover) would
+ * hold 16 KiB there for nothing while idle; the synchronous path needs none:
+ * the buffer is swapped for a tiny one (`narrow`) and back (`widen`) around
+ * each thread-pool write, when no write is in progress.
+ */
+interface OutputBuffer {
+  _outBuffer: Buffer
+  _outOffset: number
+  _chunkSize: number
+}
+
+/** node:zlib's default chunk size: the output slice of one thread-pool job. */
+const CHUNK_SIZE = 16 * 1024
+
+const outputBuffer = (stream: Zlib.Inflate | Zlib.Deflate): OutputBuffer | undefined => {
+  const s = stream as unknown as Partial<OutputBuffer>
+  return Buffer.isBuffer(s._outBuffer) && typeof s._outOffset === "number" && typeof s._chunkSize === "number"
+    ? s as OutputBuffer
+    : undefined
+}
+
+const narrow = (stream: Zlib.Inflate | Zlib.Deflate): void => {
+  const out = outputBuffer(stream)
+  if (out === undefined || out._chunkSize !== CHUNK_SIZE) return
+  out._chunkSize = Zlib.constants.Z_MIN_CHUNK
+  out._outBuffer = Buffer.allocUnsafe(Zlib.constants.Z_MIN_CHUNK)
+  out._outOffset = 0
+}
+
+const widen = (stream: Zlib.Inflate | Zlib.Deflate): void => {
+  const out = outputBuffer(stream)
+  if (out === undefined || out._chunkSize === CHUNK_SIZE) return
+  out._chunkSize = CHUNK_SIZE
+  out._outBuffer = Buffer.allocUnsafe(CHUNK_SIZE)
+  out._outOffset = 0
+}
+
+// -----------------------------------------------------------------------------
+// Synchronous zlib
+// -----------------------------------------------------------------------------
+
+/**
+ * What the synchronous path needs of a node:zlib stream: its native handle's
+ * `writeSync(flush, in, inOff, inLen, out, outOff, outLen)` and the
+ * `[availOut, availIn]` it leaves in `_writeState`, i.e. one call of zlib's
+ * `inflate`/`deflate` on the stream's own context, on this thread.
+ *
+ * These are node:zlib internals, not a documented API (node's own
+ * `zlib.inflateRawSync` runs on them). The public `_processChunk(chunk, flag)`
+ * would be the obvious candidate, but without a callback it closes the
+ * stream after the one chunk (it is `inflateRawSync`'s one-shot helper), so
+ * it cannot keep a context from one message to the next. Every stream is
+ * checked (`syncOf`): where they are missing the codec runs everything on
+ * the thread pool, as it always can.
+ */
+interface NativeZlib {
+  readonly writeSync: (
+    flush: number,
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    output: Uint8Array,
+    outOff: number,
+    outLen: number
+  ) => void
+  readonly reset: () => void
+  onerror: (message: string, errno: number, code: string) => void
+}
+
+/** A stream's native handle for the synchronous path, and the error it reported during the last call. */
+interface SyncZlib {
+  readonly stream: Zlib.Inflate | Zlib.Deflate
+  readonly handle: NativeZlib
+  readonly state: Uint32Array
+  /** Set by the handle's `onerror` during a `writeSync` (the stream is then destroyed). */
+  error: Error | undefined
+}
+
+const syncOf = (stream: Zlib.Inflate | Zlib.Deflate): SyncZlib | undefined => {
+  const internals = stream as unknown as { readonly _handle?: Partial<NativeZlib> | null; readonly _writeState?: unknown }
+  const handle = internals._handle
+  const state = internals._writeState
+  if (
+    handle === undefined || handle === null || typeof handle.writeSync !== "function" ||
+    typeof handle.reset !== "function" || typeof handle.onerror !== "function" ||
+    !(state instanceof Uint32Array) || state.length < 2
+  ) return undefined
+  const native = handle as NativeZlib
+  const sync: SyncZlib = { stream, handle: native, state, error: undefined }
+  // node's own onerror destroys the stream; remember the error first, so the
+  // caller can tell a zlib failure from a result.
+  const original = native.onerror
+  native.onerror = function(this: unknown, message, errno, code) {
+    const error = new Error(message) as Error & { code?: string; errno?: number }
+    error.code = code
+    error.errno = errno
+    sync.error = error
+    return original.call(this, message, errno, code)
+  }
+  return sync
+}
+
+/**
+ * One buffer zlib writes into on the synchronous path, shared by every codec:
+ * nothing runs between a `writeSync` and the copy out of it. A message's
+ * output is copied out in pieces of this size.
+ */
+const scratch = new Uint8Array(64 * 1024)
+
+/** Where an inflate's payload and trailer are put together, grown to the largest synchronous payload. */
+let joined = new Uint8Array(16 * 1024 + TRAILER.length)
+
+/** The payload with `00 00 ff ff` appended, in `joined` (valid until the next call). */
+const withTrailer = (data: Uint8Array): Uint8Array => {
+  const length = data.length + TRAILER.length
+  if (joined.length < length) joined = new Uint8Array(Math.max(length, joined.length * 2))
+  joined.set(data, 0)
+  joined.set(TRAILER, data.length)
+  return joined.subarray(0, length)
+}
+
+/** The result of one message through `runSync`: its output, and whether zlib left input unread (BFINAL). */
+type SyncResult =
+  | { readonly _tag: "Done"; readonly output: Uint8Array; readonly unread: number }
+  | { readonly _tag: "Failed"; readonly error: Error }
+  | { readonly _tag: "TooBig" }
+
+/**
+ * Feeds `input` to the context with Z_SYNC_FLUSH until zlib stops filling the
+ * output, and copies the output out. Gives up as soon as more than `maxSize`
+ * bytes came out (the context is then in the middle of the message).
+ */
+const runSync = (z: SyncZlib, input: Uint8Array, maxSize: number): SyncResult => {
+  const flush = Zlib.constants.Z_SYNC_FLUSH
+  let inOff = 0 // the input zlib has not read yet starts here
+  let inLen = input.length // and is this long
+  let total = 0 // bytes out so far
+  let first: Uint8Array | undefined // the first piece of output (usually the only one)
+  let more: Array<Uint8Array> | undefined // the others
+  for (;;) {
+    z.error = undefined
+    z.handle.writeSync(flush, input, inOff, inLen, scratch, 0, scratch.length)
+    if (z.error !== undefined) return { _tag: "Failed", error: z.error }
+    const availOut = z.state[0]!
+    const availIn = z.state[1]!
+    const have = scratch.length - availOut
+    if (have > 0) {
+      total += have
+      if (total > maxSize) return { _tag: "TooBig" }
+      const piece = scratch.slice(0, have)
+      if (first === undefined) first = piece
+      else (more ??= []).push(piece)
+    }
+    inOff += inLen - availIn
+    inLen = availIn
+    // A full output buffer may hide more output; anything less means zlib is done.
+    if (availOut !== 0) break
+  }
+  const output = first === undefined ? empty : more === undefined ? first : concat([first, ...more], total)
+  return { _tag: "Done", output, unread: inLen }
+}
+
+/**
+ * Contexts shared by every connection, for the directions without context
+ * takeover: such a context carries nothing from one message to the next, and
+ * on the synchronous path no two messages use it at once, so one context per
+ * set of zlib parameters serves the whole process, reset after each message.
+ * An idle connection holds none. A context that failed is replaced.
+ */
+const shared = new Map<string, SyncZlib>()
+
+const sharedContext = (key: string, create: () => Zlib.Inflate | Zlib.Deflate): SyncZlib | undefined => {
+  const existing = shared.get(key)
+  if (existing !== undefined && !existing.stream.destroyed) return existing
+  const stream = create()
+  // a late error event (after a failure destroyed it) goes nowhere
+  stream.on("error", () => {})
+  const sync = syncOf(stream)
+  if (sync === undefined) {
+    stream.close()
+    return undefined
+  }
+  narrow(stream) // only ever used synchronously
+  shared.set(key, sync)
+  return sync
+}
+
+/** After a message on a shared context: reset it for the next one, or forget it if it failed. */
+const release = (key: string, z: SyncZlib): void => {
+  if (z.stream.destroyed) {
+    if (shared.get(key) === z) shared.delete(key)
+    return
+  }
+  z.handle.reset()
 }
 
 const concat = (chunks: ReadonlyArray<Uint8Array>, total: number): Uint8Array => {
@@ -498,6 +770,15 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
   let abortDeflate: (() => void) | undefined // interrupts the deflate in flight, for close
   const inflateLock = Semaphore.makeUnsafe(1)
   const deflateLock = Semaphore.makeUnsafe(1)
+  let inflatesQueued = 0 // `inflate`s not yet done: inflateSync waits for them (by declining)
+  let deflatesQueued = 0 // `deflate`s not yet done
+  const syncLimit = options.syncLimit
+  // the shared contexts for the directions without context takeover
+  const sharedInflateKey = `inflate/${inflateWindowBits}`
+  const sharedDeflateKey = `deflate/${deflateWindowBits}/${options.level}/${options.memLevel}`
+  const createInflater = () => Zlib.createInflateRaw({ windowBits: inflateWindowBits, flush })
+  const createDeflater = () =>
+    Zlib.createDeflateRaw({ windowBits: deflateWindowBits, level: options.level, memLevel: options.memLevel, flush })
 
   const dropInflater = () => {
     if (inflater !== undefined) {
@@ -525,9 +806,10 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       if (inflater === undefined) {
         // node:zlib's flush option: every write is inflated with Z_SYNC_FLUSH,
         // so the write callback fires once all its output has been emitted.
-        inflater = makeEngine(Zlib.createInflateRaw({ windowBits: inflateWindowBits, flush }))
+        inflater = makeEngine(createInflater())
       }
       const engine = inflater
+      widen(engine.stream)
       const consumedBefore = engine.stream.bytesWritten
       const chunks: Array<Buffer> = []
       let total = 0 // inflated bytes so far, checked against maxSize
@@ -535,6 +817,7 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       const settle = (effect: Effect.Effect<Uint8Array, InflateError>) => {
         settled = true
         engine.sink = undefined
+        if (engine.sync !== undefined) narrow(engine.stream)
         abortInflate = undefined
         resume(effect)
       }
@@ -602,20 +885,17 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       if (deflater === undefined) {
         // One write with Z_SYNC_FLUSH per message: a single thread-pool job
         // for messages whose output fits in one 16 KiB chunk.
-        deflater = makeEngine(Zlib.createDeflateRaw({
-          windowBits: deflateWindowBits,
-          level: options.level,
-          memLevel: options.memLevel,
-          flush
-        }))
+        deflater = makeEngine(createDeflater())
       }
       const engine = deflater
+      widen(engine.stream)
       const chunks: Array<Buffer> = []
       let total = 0 // deflated bytes so far
       let settled = false // resume has been called (or the operation was abandoned)
       const settle = (effect: Effect.Effect<Uint8Array>) => {
         settled = true
         engine.sink = undefined
+        if (engine.sync !== undefined) narrow(engine.stream)
         abortDeflate = undefined
         resume(effect)
       }
@@ -650,9 +930,61 @@ const makeUnsafe = (params: Negotiated, options: Options): Codec => {
       return Effect.sync(abort)
     })
 
+  const inflateSync = (data: Uint8Array, maxSize: number): Uint8Array | InflateError | undefined => {
+    if (closed || inflatesQueued > 0 || data.length > syncLimit) return undefined
+    // as in inflateOnce: the empty payload is the empty message
+    if (data.length === 0) return empty
+    const isShared = params.clientNoContextTakeover
+    let z: SyncZlib | undefined
+    if (isShared) z = sharedContext(sharedInflateKey, createInflater)
+    else z = (inflater ??= makeEngine(createInflater())).sync
+    if (z === undefined) return undefined
+    const result = runSync(z, withTrailer(data), maxSize)
+    if (isShared) release(sharedInflateKey, z)
+    // Failed, too big (stopped mid-message), or ended by BFINAL (zlib left
+    // our trailer unread): the next message needs a fresh context.
+    else if (result._tag !== "Done" || result.unread > 0) dropInflater()
+    switch (result._tag) {
+      case "Done":
+        return result.output
+      case "TooBig":
+        return new InflateError({ failure: CloseReason.messageTooBig(`inflated message exceeds ${maxSize} bytes`) })
+      case "Failed":
+        return new InflateError({ failure: CloseReason.invalidPayload(describe(result.error)) })
+    }
+  }
+
+  const deflateSync = (data: Uint8Array): Uint8Array | Error | undefined => {
+    if (closed || deflatesQueued > 0 || data.length > syncLimit) return undefined
+    // as in deflateOnce: RFC 7692 §7.2.3.6, the empty message is 00
+    if (data.length === 0) return Uint8Array.of(0x00)
+    const isShared = params.serverNoContextTakeover
+    let z: SyncZlib | undefined
+    if (isShared) z = sharedContext(sharedDeflateKey, createDeflater)
+    else z = (deflater ??= makeEngine(createDeflater())).sync
+    if (z === undefined) return undefined
+    const result = runSync(z, data, Number.MAX_SAFE_INTEGER)
+    if (isShared) release(sharedDeflateKey, z)
+    else if (result._tag !== "Done") dropDeflater()
+    if (result._tag !== "Done") return result._tag === "Failed" ? result.error : new Error("deflate overflowed")
+    // RFC 7692 §7.2.1: remove the 4 octets 00 00 ff ff at the tail end.
+    const out = result.output
+    return endsWithTrailer(out) ? out.subarray(0, out.length - 4) : out
+  }
+
   return {
-    inflate: (data, maxSize) => inflateLock.withPermit(inflateOnce(data, maxSize)),
-    deflate: (data) => deflateLock.withPermit(deflateOnce(data)),
+    inflate: (data, maxSize) =>
+      Effect.suspend(() => {
+        inflatesQueued++
+        return inflateLock.withPermit(inflateOnce(data, maxSize)).pipe(Effect.ensuring(Effect.sync(() => inflatesQueued--)))
+      }),
+    deflate: (data) =>
+      Effect.suspend(() => {
+        deflatesQueued++
+        return deflateLock.withPermit(deflateOnce(data)).pipe(Effect.ensuring(Effect.sync(() => deflatesQueued--)))
+      }),
+    inflateSync,
+    deflateSync,
     close: Effect.sync(() => {
       closed = true
       abortInflate?.()

@@ -111,7 +111,8 @@ describe("against our server", () => {
       const got = [yield* ws.receive, yield* ws.receive, yield* ws.receive, yield* ws.receive]
       return { extensions: ws.extensions, got, big }
     }))
-    expect(result.extensions).toContain("permessage-deflate")
+    // our server compresses without takeover by default, on its own initiative
+    expect(result.extensions).toBe("permessage-deflate; server_no_context_takeover")
     expect(result.got[0]).toBe("hello")
     expect([...(result.got[1] as Uint8Array)]).toEqual([0, 1, 2, 255])
     expect(result.got[2]).toBe(result.big)
@@ -460,6 +461,22 @@ describe("a malformed 101 fails with its typed error (HandshakeFailed { what })"
       expect(error.message).toContain(what)
     })
   }
+
+  it("the default offer asks nothing of the server's compressor; compression's serverNoContextTakeover asks it", async () => {
+    const offers: Array<string | undefined> = []
+    const { url } = await fakeServer((request, socket) => {
+      offers.push(request.headers.get("sec-websocket-extensions"))
+      socket.end(head(["HTTP/1.1 403 Forbidden", "Content-Length: 0"]))
+    })
+    await failure(Client.connect(url))
+    await failure(Client.connect(url, { compression: { threshold: 0 } }))
+    await failure(Client.connect(url, { compression: { serverNoContextTakeover: true } }))
+    expect(offers).toEqual([
+      "permessage-deflate; client_max_window_bits",
+      "permessage-deflate; client_max_window_bits",
+      "permessage-deflate; server_no_context_takeover; client_max_window_bits"
+    ])
+  })
 
   it("a redirect is not followed unless asked (Redirected), and followed when it is", async () => {
     const target = await echoServer()

@@ -12,6 +12,9 @@ import * as Handshake from "../src/Handshake.ts"
 import * as PerMessageDeflate from "../src/PerMessageDeflate.ts"
 import * as Testing from "../src/testing.ts"
 
+/** A client's defaults (it asks nothing of the server's compressor: see Client.resolve). */
+const clientDefaults: PerMessageDeflate.Options = { ...PerMessageDeflate.defaults, serverNoContextTakeover: false }
+
 const key = ClientHandshake.makeKey(new Uint8Array(16).fill(7))
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString("latin1")
 const bytes = (s: string) => Uint8Array.from(Buffer.from(s, "latin1"))
@@ -34,14 +37,14 @@ const good = (extra: ReadonlyArray<string> = [], status = "HTTP/1.1 101 Switchin
 const expected = (deflate = true, protocols: ReadonlyArray<string> = ["chat", "v2"]): ClientHandshake.Expectation => ({
   key,
   protocols,
-  deflate: deflate ? PerMessageDeflate.defaults : undefined
+  deflate: deflate ? clientDefaults : undefined
 })
 
 const validate = (head: string, expectation = expected()) => ClientHandshake.validateResponse(parseResponse(head), expectation)
 
 describe("request (RFC 6455 §4.1)", () => {
   it("is a request our server's reader and validateUpgrade accept, with the key, the subprotocols and the offer", () => {
-    const offer = ClientHandshake.deflateOffer(PerMessageDeflate.defaults)
+    const offer = ClientHandshake.deflateOffer(clientDefaults)
     const request = parseRequest(ClientHandshake.request({
       host: "example.com:8080",
       target: "/chat?room=1",
@@ -160,7 +163,7 @@ describe("validateResponse: each part of the 101 is checked (RFC 6455 §4.1)", (
   })
 
   it("fails windows above the ones offered (RFC 7692 §7.1.2)", () => {
-    const options = { ...PerMessageDeflate.defaults, serverMaxWindowBits: 10, clientMaxWindowBits: 12 }
+    const options = { ...clientDefaults, serverMaxWindowBits: 10, clientMaxWindowBits: 12 }
     const offer = { key, protocols: [], deflate: options }
     expect(validate(good(["Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=11"]), offer)).toMatchObject({
       what: "permessage-deflate server_max_window_bits=11 is above the server_max_window_bits=10 offered"
@@ -183,7 +186,8 @@ describe("permessage-deflate between our client and our server", () => {
     clientNoContextTakeover: fc.boolean(),
     threshold: fc.constant(0),
     level: fc.constant(1),
-    memLevel: fc.constant(8)
+    memLevel: fc.constant(8),
+    syncLimit: fc.constant(64 * 1024)
   })
 
   it("whatever the server's negotiation answers to our offer, the client accepts it, with the server's parameters", () => {
@@ -210,8 +214,8 @@ describe("permessage-deflate between our client and our server", () => {
   })
 
   it("the offer names every parameter of the policy (RFC 7692 §7.1)", () => {
-    expect(ClientHandshake.deflateOffer(PerMessageDeflate.defaults)).toBe("permessage-deflate; client_max_window_bits")
-    expect(ClientHandshake.deflateOffer({ ...PerMessageDeflate.defaults, serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 9, clientMaxWindowBits: 10 }))
+    expect(ClientHandshake.deflateOffer(clientDefaults)).toBe("permessage-deflate; client_max_window_bits")
+    expect(ClientHandshake.deflateOffer({ ...clientDefaults, serverNoContextTakeover: true, clientNoContextTakeover: true, serverMaxWindowBits: 9, clientMaxWindowBits: 10 }))
       .toBe("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9; client_max_window_bits=10")
     expect(text(ClientHandshake.request({ host: "h", target: "/", key, extensions: "permessage-deflate" }))).toContain("Sec-WebSocket-Extensions: permessage-deflate\r\n")
   })

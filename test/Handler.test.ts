@@ -10,6 +10,7 @@
  * and for Deferreds resolved by handlers.
  */
 import { Buffer } from "node:buffer"
+import * as Zlib from "node:zlib"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -442,7 +443,8 @@ describe("6. routes with path parameters; invalid options fail make", () => {
     ["pingInterval", { pingInterval: Number.NaN }],
     ["compression.serverMaxWindowBits", { compression: { serverMaxWindowBits: 7 } }],
     // zlib would throw on the first compressed message (RFC 7692 allows 8-15)
-    ["compression.clientMaxWindowBits", { compression: { clientMaxWindowBits: 16 } }]
+    ["compression.clientMaxWindowBits", { compression: { clientMaxWindowBits: 16 } }],
+    ["compression.syncLimit", { compression: { syncLimit: -1 } }]
   ] as const)("a bad %s fails make with InvalidOption naming it", async (option, bad) => {
     await makeFails({ routes: { "/ws": TestServer.echo }, ...bad }, option)
   })
@@ -560,7 +562,8 @@ describe("compressed sends race the close like uncompressed ones", () => {
   ] as const)("%s started, then close in the same turn: the send fails with ConnectionClosed; only the Close goes out", async (_, send) => {
     const peers = registry()
     const routes = { "/ws": (ws: Connection) => Effect.andThen(peers.register(ws), TestServer.echo(ws)) }
-    await withServer({ routes, compression: { threshold: 0 } }, async (port) => {
+    // syncLimit 0: every deflate on zlib's thread pool
+    await withServer({ routes, compression: { threshold: 0, syncLimit: 0 } }, async (port) => {
       const c = await RawClient.connect(port, { path: "/ws?name=z", ...offer })
       const ws = await peers.get("z")
       // Both start at once (runPromiseExit runs them up to their first wait):
@@ -573,6 +576,46 @@ describe("compressed sends race the close like uncompressed ones", () => {
       const error = errorOf(sending.settled())
       expect(error, String(sending.settled())).toBeInstanceOf(WebSocketError)
       expect((error as WebSocketError).reason).toMatchObject({ _tag: "ConnectionClosed", connection: ws.id })
+      expect(closing.settled()).toMatchObject({ _tag: "Success", value: { code: 1000, clean: true, initiator: "local" } })
+    })
+  })
+
+  it("in one read, a compressed message that fails to inflate, then a Ping: the Pong goes out first, then Close 1007, nothing after it", async () => {
+    await withServer({ routes: { "/ws": TestServer.echo }, compression: {} }, async (port) => {
+      const c = await RawClient.connect(port, offer)
+      // inflated at once (it is small), but only after the rest of the read's actions
+      await c.write(Buffer.concat([c.frame(0x1, Uint8Array.of(0xff, 0xff, 0xff, 0xff), { rsv1: true }), c.frame(0x9, "p")]))
+      expect(new TextDecoder().decode(await c.expectPong())).toBe("p")
+      await c.expectClose(1007)
+    })
+  })
+
+  it("in one read, a compressed message inflated at once, then an uncompressed one: delivered in that order", async () => {
+    await withServer({ routes: { "/ws": TestServer.echo }, compression: {} }, async (port) => {
+      const c = await RawClient.connect(port, offer)
+      const first = "first, compressed ".repeat(10)
+      const deflated = Zlib.deflateRawSync(Buffer.from(first), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }).subarray(0, -4)
+      await c.write(Buffer.concat([c.frame(0x1, deflated, { rsv1: true }), c.frame(0x1, "second, plain")]))
+      expect(await c.expectText()).toBe(first)
+      expect(await c.expectText()).toBe("second, plain")
+    })
+  })
+
+  it("a send deflated at once (below syncLimit), then close in the same turn: the message goes out before the Close, like an uncompressed one", async () => {
+    const peers = registry()
+    const routes = { "/ws": (ws: Connection) => Effect.andThen(peers.register(ws), TestServer.echo(ws)) }
+    await withServer({ routes, compression: { threshold: 0 } }, async (port) => {
+      const c = await RawClient.connect(port, { path: "/ws?name=y", ...offer })
+      const ws = await peers.get("y")
+      const sending = observe(ws.send(text))
+      const closing = observe(ws.close(1000))
+      const frame = await c.nextFrame()
+      expect(frame.opcode).toBe(0x1)
+      expect(frame.rsv1).toBe(true)
+      expect(new TextDecoder().decode(Zlib.inflateRawSync(Buffer.concat([frame.payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: Zlib.constants.Z_SYNC_FLUSH }))).toBe(text)
+      await c.expectClose(1000)
+      await until("both to settle", () => sending.settled() !== undefined && closing.settled() !== undefined)
+      expect(sending.settled()).toMatchObject({ _tag: "Success" })
       expect(closing.settled()).toMatchObject({ _tag: "Success", value: { code: 1000, clean: true, initiator: "local" } })
     })
   })

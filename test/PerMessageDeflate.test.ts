@@ -22,8 +22,14 @@ import { until } from "./support/Wait.ts"
 
 type Param = readonly [string, string | undefined]
 const offer = (...params: ReadonlyArray<Param>): PerMessageDeflate.Offer => ({ name: "permessage-deflate", params })
+/**
+ * The defaults with context takeover on the server's side, which the
+ * negotiation cases below are written for (the default answers
+ * server_no_context_takeover to every offer: see its own case).
+ */
 const policy = (overrides: Partial<PerMessageDeflate.Options> = {}): PerMessageDeflate.Options => ({
   ...PerMessageDeflate.defaults,
+  serverNoContextTakeover: false,
   ...overrides
 })
 
@@ -95,19 +101,31 @@ const failure = <A>(exit: Exit.Exit<A, PerMessageDeflate.InflateError>): PerMess
 // -----------------------------------------------------------------------------
 
 describe("negotiate", () => {
-  it("accepts a bare offer with the defaults: no parameters in the response", () => {
-    const result = accepted(PerMessageDeflate.negotiate([offer()], PerMessageDeflate.defaults))
+  it("by default answers server_no_context_takeover to every offer it accepts (§7.1.1.1: a server MAY)", () => {
+    for (const params of [[], [["client_max_window_bits", undefined]], [["server_max_window_bits", "10"]]] as const) {
+      const result = accepted(PerMessageDeflate.negotiate([offer(...params)], PerMessageDeflate.defaults))
+      expect(result.params.serverNoContextTakeover).toBe(true)
+      expect(responseParams(result.header)).toContainEqual(["server_no_context_takeover", undefined])
+    }
+    // Chromium's offer: context takeover from the client, a 32 KiB window for its messages
+    const chromium = accepted(PerMessageDeflate.negotiate([offer(["client_max_window_bits", undefined])], PerMessageDeflate.defaults))
+    expect(chromium.header).toBe("permessage-deflate; server_no_context_takeover")
+    expect(chromium.params).toEqual(negotiated({ serverNoContextTakeover: true }))
+  })
+
+  it("accepts a bare offer with context takeover allowed: no parameters in the response", () => {
+    const result = accepted(PerMessageDeflate.negotiate([offer()], policy()))
     expect(result.header).toBe("permessage-deflate")
     expect(result.params).toEqual(negotiated())
   })
 
   it("declines when disabled, when nothing is offered, and skips other extensions", () => {
     expect(PerMessageDeflate.negotiate([offer()], policy({ enabled: false }))._tag).toBe("Declined")
-    expect(PerMessageDeflate.negotiate([], PerMessageDeflate.defaults)._tag).toBe("Declined")
-    expect(PerMessageDeflate.negotiate([{ name: "x-webkit-deflate-frame", params: [] }], PerMessageDeflate.defaults)._tag)
+    expect(PerMessageDeflate.negotiate([], policy())._tag).toBe("Declined")
+    expect(PerMessageDeflate.negotiate([{ name: "x-webkit-deflate-frame", params: [] }], policy())._tag)
       .toBe("Declined")
     const result = accepted(
-      PerMessageDeflate.negotiate([{ name: "x-foo", params: [["bar", "1"]] }, offer()], PerMessageDeflate.defaults)
+      PerMessageDeflate.negotiate([{ name: "x-foo", params: [["bar", "1"]] }, offer()], policy())
     )
     expect(result.header).toBe("permessage-deflate")
   })
@@ -253,7 +271,7 @@ describe("negotiate", () => {
     const result = accepted(
       PerMessageDeflate.negotiate(
         [offer(["server_max_window_bits", "9"]), offer(["server_max_window_bits", "12"]), offer()],
-        PerMessageDeflate.defaults
+        policy()
       )
     )
     expect(result.params.serverMaxWindowBits).toBe(9)
@@ -286,7 +304,8 @@ describe("negotiate", () => {
     clientNoContextTakeover: fc.boolean(),
     threshold: fc.constant(1024),
     level: fc.constant(1),
-    memLevel: fc.constant(8)
+    memLevel: fc.constant(8),
+    syncLimit: fc.constant(64 * 1024)
   })
 
   it("never rejects, and every acceptance obeys RFC 7692 §7.1 for the offer it chose", () => {
@@ -511,6 +530,174 @@ const bomb = (segments: number): Uint8Array => {
   return out
 }
 
+// -----------------------------------------------------------------------------
+// The synchronous path (inflateSync / deflateSync)
+// -----------------------------------------------------------------------------
+
+/** A policy whose synchronous path stops at `syncLimit` bytes. */
+const limited = (syncLimit: number): PerMessageDeflate.Options => ({ ...PerMessageDeflate.defaults, syncLimit })
+
+/** The result of a synchronous call that must have been done at once, and succeeded. */
+const done = <A>(value: A | PerMessageDeflate.InflateError | Error | undefined): A => {
+  assert.isDefined(value)
+  assert.notInstanceOf(value, Error)
+  return value as A
+}
+
+describe("Codec, synchronous path", () => {
+  const inflateError = (value: Uint8Array | PerMessageDeflate.InflateError | undefined): PerMessageDeflate.InflateError => {
+    assert.instanceOf(value, PerMessageDeflate.InflateError)
+    return value as PerMessageDeflate.InflateError
+  }
+  /** A message deflated on its own (no context), trailer stripped: valid for any inflater. */
+  const standalone = (message: Uint8Array): Uint8Array =>
+    Zlib.deflateRawSync(message, { finishFlush: Zlib.constants.Z_SYNC_FLUSH }).subarray(0, -4)
+
+  it.effect("context takeover: small messages at once, large ones on the thread pool, on one context, in order", () =>
+    Effect.gen(function*() {
+      const params = negotiated()
+      const server = yield* PerMessageDeflate.make(params, limited(4096))
+      const client = yield* PerMessageDeflate.make(mirror(params), limited(4096))
+      const small = sample(2000, 42)
+      const large = sample(12_000, 7) // compresses to more than 4096 bytes; all of it within the 32 KiB window
+      const sizes: Array<number> = []
+      for (const message of [small, large, small, large, small]) {
+        const now = server.deflateSync(message)
+        // above syncLimit: declined, the Effect does it on the same context
+        const deflated = message.length > 4096 ? (expect(now).toBeUndefined(), yield* server.deflate(message)) : done(now)
+        sizes.push(deflated.length)
+        const inflated = deflated.length > 4096 ? yield* client.inflate(deflated, 1 << 20) : done(client.inflateSync(deflated, 1 << 20))
+        expect(inflated).toEqual(message)
+      }
+      // the repeated small message is one back-reference into the history (takeover)
+      expect(sizes[2]!).toBeLessThan(sizes[0]! / 4)
+      expect(sizes[4]!).toBeLessThan(sizes[0]! / 4)
+      // and a peer's inflater that saw the same stream agrees
+      const peer = yield* PerMessageDeflate.make(negotiated(), limited(1 << 20))
+      const again = yield* PerMessageDeflate.make(mirror(negotiated()), limited(1 << 20))
+      for (const message of [small, large, small]) expect(done(again.inflateSync(done(peer.deflateSync(message)), 1 << 20))).toEqual(message)
+    }))
+
+  it.effect("without context takeover, connections share one context, and every message stands alone", () =>
+    Effect.gen(function*() {
+      const params = negotiated({ serverNoContextTakeover: true, clientNoContextTakeover: true })
+      const a = yield* PerMessageDeflate.make(params, PerMessageDeflate.defaults)
+      const b = yield* PerMessageDeflate.make(params, PerMessageDeflate.defaults)
+      const messages = [sample(3000, 1), sample(3000, 2), sample(3000, 1), sample(20_000, 3)]
+      const outputs: Array<Uint8Array> = []
+      for (const message of messages) {
+        for (const codec of [a, b]) {
+          const deflated = done(codec.deflateSync(message))
+          outputs.push(deflated)
+          // decodable by a fresh inflater: nothing from an earlier message, or the other connection's
+          expect(inflateRaw(deflated)).toEqual(message)
+          expect(done(codec.inflateSync(standalone(message), 1 << 20))).toEqual(message)
+        }
+      }
+      // the same message gives the same bytes whoever sends it, whenever
+      expect(outputs[1]).toEqual(outputs[0])
+      expect(outputs[4]).toEqual(outputs[0])
+    }))
+
+  it.effect("inflateSync fails with 1007 on invalid data and 1009 past maxSize; the context, own or shared, works afterwards", () =>
+    Effect.gen(function*() {
+      for (const clientNoContextTakeover of [false, true]) {
+        const codec = yield* PerMessageDeflate.make(negotiated({ clientNoContextTakeover }), PerMessageDeflate.defaults)
+        const message = sample(5000, 9)
+        const invalid = inflateError(codec.inflateSync(Uint8Array.of(0xff, 0xff, 0xff, 0xff), 1 << 20))
+        expect(invalid.code).toBe(1007)
+        expect(invalid.reason).toMatch(/^invalid compressed data \(Z_DATA_ERROR/)
+        expect(done(codec.inflateSync(standalone(message), 1 << 20))).toEqual(message)
+        // a bomb that fits the synchronous path: 5 MiB of zeros from a few KiB, limit 1 MiB
+        const small = bomb(4)
+        expect(small.length).toBeLessThan(PerMessageDeflate.defaults.syncLimit)
+        const tooBig = inflateError(codec.inflateSync(small, 1 << 20))
+        expect(tooBig.code).toBe(1009)
+        expect(done(codec.inflateSync(standalone(message), 1 << 20))).toEqual(message)
+        // inclusive limit
+        expect(done(codec.inflateSync(standalone(message), message.length))).toEqual(message)
+        expect(inflateError(codec.inflateSync(standalone(message), message.length - 1)).code).toBe(1009)
+      }
+    }))
+
+  it.effect("a message ending the DEFLATE stream (BFINAL) inflates, and the next one starts on a fresh context", () =>
+    Effect.gen(function*() {
+      const codec = yield* PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults)
+      for (const text of ["first final block", "second final block", "third"]) {
+        const message = utf8(text.repeat(20))
+        expect(done(codec.inflateSync(Zlib.deflateRawSync(message), 1 << 20))).toEqual(message)
+      }
+      expect(done(codec.inflateSync(new Uint8Array(0), 1 << 20))).toEqual(new Uint8Array(0))
+      expect(done(codec.deflateSync(new Uint8Array(0)))).toEqual(Uint8Array.of(0x00))
+    }))
+
+  it.effect("declines above syncLimit, while a thread-pool inflate is queued, and after close", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const codec = yield* PerMessageDeflate.make(negotiated(), limited(100)).pipe(Scope.provide(scope))
+      const message = sample(3000, 4)
+      const deflated = standalone(message)
+      expect(deflated.length).toBeGreaterThan(100)
+      expect(codec.inflateSync(deflated, 1 << 20)).toBeUndefined()
+      expect(codec.deflateSync(message)).toBeUndefined()
+      // an inflate on the thread pool in flight: the small one behind it must wait its turn
+      const fiber = yield* Effect.forkChild(codec.inflate(deflated, 1 << 20))
+      yield* Effect.yieldNow
+      expect(codec.inflateSync(standalone(utf8("tiny")), 1 << 20)).toBeUndefined()
+      expect(yield* Fiber.join(fiber)).toEqual(message)
+      expect(done(codec.inflateSync(standalone(utf8("tiny")), 1 << 20))).toEqual(utf8("tiny"))
+      yield* Scope.close(scope, Exit.void)
+      expect(codec.inflateSync(standalone(utf8("tiny")), 1 << 20)).toBeUndefined()
+      expect(codec.deflateSync(utf8("tiny"))).toBeUndefined()
+    }))
+})
+
+describe("Compression: the synchronous path keeps the order", () => {
+  it.effect("a message inflated at once is delivered after the ones inflating on the thread pool before it; sends likewise", () =>
+    Effect.gen(function*() {
+      const params = negotiated()
+      const codec = yield* PerMessageDeflate.make(params, { ...PerMessageDeflate.defaults, syncLimit: 1024 })
+      const peer = yield* PerMessageDeflate.make(mirror(params), { ...PerMessageDeflate.defaults, syncLimit: 1024 })
+      const large = sample(200_000, 5) // several thread-pool jobs
+      const small = utf8("small ".repeat(40))
+      const order: Array<string> = []
+      const sent: Array<Uint8Array> = []
+      const compression = new Compression(codec, 100, 1 << 20, Effect.runPromiseExit, {
+        received: (message) => void order.push(`plain ${String(message)}`),
+        inflated: (_text, data) => void order.push(`inflated ${data.length}`),
+        inflateFailed: (reason) => void order.push(`failed ${reason.code}`),
+        send: (payload, _text, compressed) => {
+          sent.push(compressed ? payload : new Uint8Array(0))
+          return true
+        },
+        deflateFailed: () => void order.push("deflate failed")
+      })
+      // the peer compresses with takeover: its messages only inflate in this order
+      const first = yield* peer.deflate(large)
+      const second = done(peer.deflateSync(small))
+      compression.receiveCompressed(false, first) // on the thread pool
+      compression.receiveCompressed(true, second) // could be inflated at once, but waits
+      compression.receive("after both")
+      expect(order).toEqual([])
+      yield* Effect.promise(() => until("all three delivered", () => order.length === 3))
+      expect(order).toEqual([`inflated ${large.length}`, `inflated ${small.length}`, "plain after both"])
+      // sends: the large one deflates on the thread pool, the small ones behind it wait
+      const results: Array<boolean> = []
+      compression.send([large, small], (ok) => void results.push(ok))
+      compression.send([small], (ok) => void results.push(ok))
+      expect(sent.length).toBe(0)
+      yield* Effect.promise(() => until("both batches sent", () => results.length === 2))
+      expect(results).toEqual([true, true])
+      // the peer inflates them in order on its own context (takeover): any overtaking would garble them
+      expect(sent.length).toBe(3)
+      expect(yield* peer.inflate(sent[0]!, 1 << 20)).toEqual(large)
+      expect(done(peer.inflateSync(sent[1]!, 1 << 20))).toEqual(small)
+      expect(done(peer.inflateSync(sent[2]!, 1 << 20))).toEqual(small)
+      // the repeat is a back-reference: it was deflated after the first, on the same context
+      expect(sent[2]!.length).toBeLessThan(sent[1]!.length)
+    }))
+})
+
 describe("decompression bomb", () => {
   it.effect("the bomb is what it claims: 4 small segments inflate to 5 MiB of zeros", () =>
     Effect.gen(function*() {
@@ -624,7 +811,8 @@ describe("Compression: a failing deflate", () => {
   it.effect("is reported to the connection once; the sender in flight and the one queued behind it are told it failed; nothing goes out after it", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
-      const codec = yield* PerMessageDeflate.make(negotiated(), PerMessageDeflate.defaults).pipe(Scope.provide(scope))
+      // syncLimit 0: every deflate on the thread pool, so that one is in flight when the codec goes
+      const codec = yield* PerMessageDeflate.make(negotiated(), { ...PerMessageDeflate.defaults, syncLimit: 0 }).pipe(Scope.provide(scope))
       const sent: Array<{ readonly text: boolean; readonly compressed: boolean }> = []
       let deflateFailed = 0
       const compression = new Compression(codec, 16, 1 << 20, Effect.runPromiseExit, {

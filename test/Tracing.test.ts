@@ -156,7 +156,7 @@ describe("spans", () => {
       const upgrades = named(spans, "websock.upgrade")
       expect(upgrades.map((s) => s.attributes.get("http.response.status_code"))).toEqual([404, 101])
       expect(upgrades[0]!.attributes.get("url.path")).toBe("/nowhere")
-      expect(upgrades[1]!.attributes.get("websocket.extensions")).toBe("permessage-deflate")
+      expect(upgrades[1]!.attributes.get("websocket.extensions")).toBe("permessage-deflate; server_no_context_takeover")
       expect(named(spans, "websock.connection")).toHaveLength(1)
     })
   })

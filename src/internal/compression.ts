@@ -4,8 +4,11 @@
  * arrived, whether or not they had to be inflated first; sent messages go out
  * in the order they were sent, whether or not they were deflated (context
  * takeover makes the order of the compressed stream the order of the
- * messages). zlib work runs on libuv's thread pool, one message at a time per
- * direction (see `PerMessageDeflate`).
+ * messages). A message the codec can handle at once (`inflateSync`,
+ * `deflateSync`: up to its `syncLimit`) is handled in the queue's own loop,
+ * with no fiber and no thread-pool hop; a larger one runs on libuv's thread
+ * pool, and the queue waits for it: one message at a time per direction (see
+ * `PerMessageDeflate`).
  *
  * Every outcome is reported, none swallowed: a message that does not inflate,
  * or inflates past the size limit, is reported with its close reason; a
@@ -17,7 +20,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { Buffer } from "node:buffer"
 import * as CloseReason from "../CloseReason.ts"
-import type * as PerMessageDeflate from "../PerMessageDeflate.ts"
+import * as PerMessageDeflate from "../PerMessageDeflate.ts"
 
 type Message = string | Uint8Array
 
@@ -50,12 +53,16 @@ interface Outbound {
 export class Compression {
   private inbound: Array<Inbound> = []
   private inflating = false
+  /** True while `pumpInbound` runs (it may be re-entered from a delivery). */
+  private pumpingIn = false
   /** True while an inflated message is reported: its delivery (`receive`) is in order already. */
   private delivering = false
   private outbound: Array<Outbound> = []
   private deflating = false
   /** Set when the connection is over: queued work is abandoned. */
   private stopped = false
+  /** Above 0 while the driver carries out a step's actions (`hold`): inflating waits until `resume`. */
+  private held = 0
 
   private readonly codec: PerMessageDeflate.Codec
   /** Messages below this many bytes go out uncompressed. */
@@ -93,14 +100,59 @@ export class Compression {
   /** A received compressed message: inflated after the ones before it. */
   receiveCompressed(text: boolean, data: Uint8Array): void {
     this.inbound.push({ compressed: true, text, data })
-    this.pumpInbound()
+    if (this.held === 0) this.pumpInbound()
+  }
+
+  /**
+   * The driver is about to carry out the actions of one step: a message that
+   * would be inflated at once waits until `resume`, so that its outcome (its
+   * delivery, or the Close of a failed inflate) comes after the rest of that
+   * step's actions (the messages after it wait in the queue, a Pong is
+   * written before a Close), as it would if it had inflated on the thread pool.
+   */
+  hold(): void {
+    this.held++
+  }
+
+  /** The step's actions are done: inflate what waited. */
+  resume(): void {
+    if (--this.held === 0 && this.inbound.length > 0) this.pumpInbound()
   }
 
   private pumpInbound(): void {
+    // Re-entered from a delivery below (the handler's code runs inside it):
+    // the loop already running takes the message in its turn.
+    if (this.pumpingIn) return
+    this.pumpingIn = true
+    try {
+      this.drainInbound()
+    } finally {
+      this.pumpingIn = false
+    }
+  }
+
+  private drainInbound(): void {
     while (!this.inflating && !this.stopped && this.inbound.length > 0) {
       const next = this.inbound.shift()!
       if (!next.compressed) {
         this.events.received(next.message)
+        continue
+      }
+      // Small enough to inflate here and now (no inflate is in flight, since
+      // this loop only runs when none is): no thread-pool round trip, no fiber.
+      const now = this.codec.inflateSync(next.data, this.maxMessageSize)
+      if (now !== undefined) {
+        if (now instanceof PerMessageDeflate.InflateError) {
+          this.inbound = []
+          this.events.inflateFailed(now.failure)
+          return
+        }
+        this.delivering = true
+        try {
+          this.events.inflated(next.text, now)
+        } finally {
+          this.delivering = false
+        }
         continue
       }
       this.inflating = true
@@ -141,11 +193,19 @@ export class Compression {
       if (result === "waiting") return
       this.outbound.shift()
       batch.done(result === "sent")
+      if (result === "failed") {
+        if (!this.stopped) this.events.deflateFailed()
+        return this.failAll()
+      }
     }
   }
 
-  /** Sends `batch.messages[batch.next..]` until one needs deflating: then "waiting" while it runs. */
-  private sendFrom(batch: Outbound): "sent" | "refused" | "waiting" {
+  /**
+   * Sends `batch.messages[batch.next..]`, deflating at once what the codec
+   * can, until one must be deflated on the thread pool: then "waiting" while
+   * it runs; "failed" when deflating failed.
+   */
+  private sendFrom(batch: Outbound): "sent" | "refused" | "waiting" | "failed" {
     const messages = batch.messages
     for (let i = batch.next; i < messages.length; i++) {
       if (this.stopped) return "refused"
@@ -154,6 +214,15 @@ export class Compression {
       const payload = text ? Buffer.from(message, "utf8") : message
       if (payload.length < this.threshold) {
         if (!this.events.send(payload, text, false, payload.length)) return "refused"
+        continue
+      }
+      // Small enough to deflate here and now; this loop runs only when no
+      // deflate is in flight, so the compressed stream keeps the send order.
+      const now = this.codec.deflateSync(payload)
+      if (now !== undefined) {
+        // A fault of ours (zlib failed): as for a failed deflate on the thread pool.
+        if (now instanceof Error) return "failed"
+        if (!this.events.send(now, text, true, payload.length)) return "refused"
         continue
       }
       this.deflating = true

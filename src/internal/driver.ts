@@ -175,11 +175,14 @@ export class Driver implements DeferralTarget, HandleTarget, InboxEvents, PingTa
       options.run,
       {
         received: (message) => this.inbox.push(message),
+        // Inflated at once while a read is handled, the read's end hands over and flushes.
         inflated: (text, data) => {
           if (this.instruments !== undefined) this.instruments.originalReceived += data.length
-          this.afterInput({ _tag: "Inflated", text, data })
+          if (this.outbox.batching) this.input({ _tag: "Inflated", text, data })
+          else this.afterInput({ _tag: "Inflated", text, data })
         },
-        inflateFailed: (reason) => this.afterInput({ _tag: "InflateFailed", reason }),
+        inflateFailed: (reason) =>
+          this.outbox.batching ? this.input({ _tag: "InflateFailed", reason }) : this.afterInput({ _tag: "InflateFailed", reason }),
         send: (payload, text, compressed, original) => {
           if (!this.sender.frame(payload, text, compressed)) return false
           // Deflated frames are counted here (the outbox counts the others).
@@ -220,7 +223,15 @@ export class Driver implements DeferralTarget, HandleTarget, InboxEvents, PingTa
     if (this.state._tag === "Closed") return
     const result = Connection.step(this.state, input)
     this.state = result.state
-    this.perform(result.actions)
+    const compression = this.compression
+    if (compression === undefined) return this.perform(result.actions)
+    // Inflating at once happens after this step's actions (see `hold`).
+    compression.hold()
+    try {
+      this.perform(result.actions)
+    } finally {
+      compression.resume()
+    }
   }
 
   /** An input from outside a read (inflate results): its writes and deliveries are flushed and handed over. */
