@@ -694,7 +694,11 @@ const runSync = (z: SyncZlib, input: Uint8Array, maxSize: number): SyncResult =>
  */
 const shared = new Map<string, SyncZlib>()
 
+/** Set when a zlib stream lacked the internals of the synchronous path: no shared context is tried again. */
+let noSharedContexts = false
+
 const sharedContext = (key: string, create: () => Zlib.Inflate | Zlib.Deflate): SyncZlib | undefined => {
+  if (noSharedContexts) return undefined
   const existing = shared.get(key)
   if (existing !== undefined && !existing.stream.destroyed) return existing
   const stream = create()
@@ -702,6 +706,8 @@ const sharedContext = (key: string, create: () => Zlib.Inflate | Zlib.Deflate): 
   stream.on("error", () => {})
   const sync = syncOf(stream)
   if (sync === undefined) {
+    // The same runtime lacks them for every stream: not one more per message.
+    noSharedContexts = true
     stream.close()
     return undefined
   }

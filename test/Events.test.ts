@@ -259,6 +259,60 @@ describe("Server.events", () => {
     }
   })
 
+  it("open and close get scopes of their own: open's finalizer runs when open ends, not at the server's shutdown", async () => {
+    const events: Array<string> = []
+    const route = Server.events({
+      open: () =>
+        Effect.acquireRelease(Effect.sync(() => void events.push("open acquired")), () => Effect.sync(() => void events.push("open released"))),
+      message: (ws, m) => Effect.andThen(Effect.sync(() => void events.push(`message ${m}`)), ws.send(m)),
+      close: () =>
+        Effect.acquireRelease(Effect.sync(() => void events.push("close acquired")), () => Effect.sync(() => void events.push("close released")))
+    })
+    const scope = Scope.makeUnsafe()
+    const server = await Effect.runPromise(Server.make({ ...TestServer.testDefaults, routes: { "/ws": route } }).pipe(Scope.provide(scope)))
+    try {
+      const c = await RawClient.connect(server.address.port)
+      await c.sendText("one")
+      expect(await c.expectText()).toBe("one")
+      await c.sendClose(1000)
+      await c.expectClose(1000)
+      await until("close to run", () => events.includes("close acquired") && connections(server) === 0)
+      // Both released while the server still runs.
+      expect(events).toEqual(["open acquired", "open released", "message one", "close acquired", "close released"])
+    } finally {
+      RawClient.destroyAll()
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+  })
+
+  it("a client that drops TCP while a message Effect runs: close runs once that Effect ends, without waiting for closeTimeout", async () => {
+    const started = Deferred.makeUnsafe<void>()
+    const gate = Deferred.makeUnsafe<void>()
+    const closed: Array<number> = []
+    let handle: WebSocket.WebSocketConnection | undefined
+    const route = Server.events({
+      message: (ws) =>
+        Effect.andThen(
+          Effect.sync(() => void (handle = ws)),
+          Effect.andThen(Deferred.succeed(started, undefined), Deferred.await(gate))
+        ),
+      close: (_, outcome) => Effect.sync(() => void closed.push(outcome.code))
+    })
+    // A closeTimeout far beyond the test's own timeout: waiting for it fails the test.
+    await withServer({ closeTimeout: 600_000, routes: { "/ws": route } }, async (port, server) => {
+      const c = await RawClient.connect(port)
+      await c.sendText("slow")
+      await Effect.runPromise(Deferred.await(started))
+      c.destroy()
+      // The connection is over (the server saw the socket close) while the Effect still runs.
+      expect((await Effect.runPromise(handle!.closed)).code).toBe(1006)
+      expect(closed).toEqual([])
+      Effect.runSync(Deferred.succeed(gate, undefined))
+      await until("close to run", () => closed.length === 1 && connections(server) === 0)
+      expect(closed).toEqual([1006])
+    })
+  })
+
   it("the request read in a message (headers and query dropped while idle, parsed again): what the client sent", async () => {
     const seen: Array<unknown> = []
     const route = Server.events({

@@ -61,6 +61,8 @@ export class Events implements Consumer {
   /** Inside `pump`'s loop; `again` asks it for one more pull. */
   private pumping = false
   private again = false
+  /** A message given while the previous event's fiber had not exited yet: it runs once that fiber is done. */
+  private queued: { readonly message: Message } | undefined = undefined
   private readonly handlers: Handlers
   private readonly accepted: unknown
   private readonly host: EventsHost
@@ -76,7 +78,7 @@ export class Events implements Consumer {
     this.host.inbox.start()
     const open = this.handlers.open
     if (open === undefined) return this.pump()
-    this.run(Effect.suspend(() => open(this.host.handle, this.accepted)))
+    this.run(Effect.scoped(Effect.suspend(() => open(this.host.handle, this.accepted))))
   }
 
   /** The connection is over and its messages were delivered (or `closeTimeout` passed): an event still running is interrupted. */
@@ -89,7 +91,13 @@ export class Events implements Consumer {
   /** A message (the inbox gives one at a time). */
   give(batch: NonEmptyReadonlyArray<Message>): void {
     if (this.failed) {
-      this.again = true
+      // Discarded: pull the rest (the loop of `pump`, which may be running).
+      return this.pump()
+    }
+    // The fiber that asked for it has not exited yet (it yielded after its
+    // pull): one event at a time, so this one starts when that fiber is done.
+    if (this.fiber !== undefined) {
+      this.queued = { message: batch[0] }
       return
     }
     // One fiber for the messages waiting now: it takes the next one itself
@@ -135,7 +143,7 @@ export class Events implements Consumer {
     if (exit !== undefined) return this.exited(exit)
     this.fiber = fiber
     fiber.addObserver((exit) => {
-      this.fiber = undefined
+      if (this.fiber === fiber) this.fiber = undefined
       this.exited(exit)
     })
   }
@@ -147,7 +155,14 @@ export class Events implements Consumer {
       this.failed = true
       this.host.stopped(exit)
     }
+    const queued = this.queued
+    this.queued = undefined
     if (this.over) return this.closeNow()
+    if (queued !== undefined) {
+      // Given while this fiber was finishing: its turn now (after a failure, discarded).
+      if (!this.failed) return this.run(this.messages(queued.message))
+      return this.pump()
+    }
     // After `open`, or a failure: pull (a messages' fiber that succeeded waits in the inbox already).
     if (opened) this.pump()
   }
@@ -160,6 +175,6 @@ export class Events implements Consumer {
     const close = this.handlers.close
     const outcome = this.host.outcome
     if (close === undefined || outcome === undefined) return this.host.finished(Exit.void)
-    this.run(Effect.suspend(() => close(this.host.handle, outcome, this.accepted)))
+    this.run(Effect.scoped(Effect.suspend(() => close(this.host.handle, outcome, this.accepted))))
   }
 }

@@ -130,7 +130,11 @@ export class Inbox {
   next(limit: number, consumer: Consumer): void {
     this.holding = false
     if (this.items.length > 0) return consumer.give(this.take(limit))
-    if (this.ended) return consumer.end()
+    if (this.ended) {
+      // The consumer holds nothing any more: the connection may be over now.
+      this.events.onProgress()
+      return consumer.end()
+    }
     this.waiter = consumer
     this.limit = limit
     this.events.onProgress()
