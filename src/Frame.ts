@@ -594,8 +594,9 @@ const unmaskRange = (
 /**
  * Masks or unmasks `bytes` in place (§5.3): byte i is XORed with
  * `mask[(offset + i) % 4]`. `offset` is the mask phase of `bytes[0]` (for a
- * piece that starts `offset` bytes into a payload). Word-wise on the aligned
- * middle. Missing key bytes (a key shorter than 4) count as 0.
+ * piece that starts `offset` bytes into a payload). From 512 bytes 16 at a
+ * time in WebAssembly SIMD where the runtime has it, otherwise word-wise on
+ * the aligned middle. Missing key bytes (a key shorter than 4) count as 0.
  *
  * @since 0.1.0
  * @category masking
