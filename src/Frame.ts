@@ -490,12 +490,18 @@ const MASK_WORD = new Int32Array(MASK_BYTES.buffer)
 /** Below this many bytes the word-wise path costs more than it saves (a typed-array view per call). */
 const WORD_THRESHOLD = 64
 
+/** Key byte `j` (mod 4) of the key `m0..m3`. */
+const keyByte = (m0: number, m1: number, m2: number, m3: number, j: number): number => {
+  const k = j & 3
+  return k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
+}
+
 /** The key as a 32-bit word in memory order, rotated so that its byte 0 is key byte `k`. */
 const rotatedWord = (m0: number, m1: number, m2: number, m3: number, k: number): number => {
-  MASK_BYTES[0] = k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
-  MASK_BYTES[1] = k === 0 ? m1 : k === 1 ? m2 : k === 2 ? m3 : m0
-  MASK_BYTES[2] = k === 0 ? m2 : k === 1 ? m3 : k === 2 ? m0 : m1
-  MASK_BYTES[3] = k === 0 ? m3 : k === 1 ? m0 : k === 2 ? m1 : m2
+  MASK_BYTES[0] = keyByte(m0, m1, m2, m3, k)
+  MASK_BYTES[1] = keyByte(m0, m1, m2, m3, k + 1)
+  MASK_BYTES[2] = keyByte(m0, m1, m2, m3, k + 2)
+  MASK_BYTES[3] = keyByte(m0, m1, m2, m3, k + 3)
   return MASK_WORD[0]!
 }
 
@@ -552,7 +558,7 @@ const unmaskRange = (
     // Unaligned head, byte by byte, up to a 4-byte aligned address.
     const head = start + ((4 - ((buf.byteOffset + start) & 3)) & 3)
     for (; i < head; i++) {
-      buf[i] ^= k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
+      buf[i] ^= keyByte(m0, m1, m2, m3, k)
       k = (k + 1) & 3
     }
     // Aligned middle, a 32-bit word at a time, with the key rotated to phase k.
@@ -573,10 +579,10 @@ const unmaskRange = (
   }
   if (end - i >= 4) {
     // Four bytes a turn with the key at phase k, no per-byte key choice.
-    const a = k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
-    const b = k === 0 ? m1 : k === 1 ? m2 : k === 2 ? m3 : m0
-    const c = k === 0 ? m2 : k === 1 ? m3 : k === 2 ? m0 : m1
-    const d = k === 0 ? m3 : k === 1 ? m0 : k === 2 ? m1 : m2
+    const a = keyByte(m0, m1, m2, m3, k)
+    const b = keyByte(m0, m1, m2, m3, k + 1)
+    const c = keyByte(m0, m1, m2, m3, k + 2)
+    const d = keyByte(m0, m1, m2, m3, k + 3)
     for (const last = end - 4; i <= last; i += 4) {
       buf[i] ^= a
       buf[i + 1] ^= b
@@ -586,7 +592,7 @@ const unmaskRange = (
   }
   // Tail (or a short range), byte by byte.
   for (; i < end; i++) {
-    buf[i] ^= k === 0 ? m0 : k === 1 ? m1 : k === 2 ? m2 : m3
+    buf[i] ^= keyByte(m0, m1, m2, m3, k)
     k = (k + 1) & 3
   }
 }
